@@ -1,0 +1,256 @@
+"""Stage 1 of CATP: context-aware coarse pruning of one image's tokens, before the decoder.
+
+Method reference: ``docs/method.md`` section 2 (paper Eqs. 5-7), and the ``divprune`` and
+``random`` baselines of section 5. Everything here works on the projector output of ONE image,
+``features`` of shape ``(n_tokens, dim)``; the caller loops over images and keeps
+``keep_count(S_i, R / 2)`` tokens of image ``i``.
+
+All selection functions return a ``LongTensor`` of kept token indices, of length exactly
+``keep``, sorted ascending (the tokens' order of appearance), on the input's device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_float, check_int, check_tensor, compute_dtype
+
+# Relative tolerance under which two greedy gains / distances count as tied (32 machine
+# epsilons of the compute dtype, relative to max(1, |best value|)): about the rounding error of
+# a float32 sum over a few thousand tokens.
+TIE_RTOL: dict[torch.dtype, float] = {
+    torch.float32: 32 * torch.finfo(torch.float32).eps,
+    torch.float64: 32 * torch.finfo(torch.float64).eps,
+}
+
+__all__ = [
+    "keep_count",
+    "pairwise_similarity",
+    "similarity_to_vector",
+    "facility_location_greedy",
+    "facility_location_objective",
+    "divprune_select",
+    "random_select",
+]
+
+
+def keep_count(n_tokens: int, ratio_removed: float) -> int:
+    """Number of tokens kept when a fraction ``ratio_removed`` of ``n_tokens`` is removed.
+
+    ``floor(n_tokens * (1 - ratio_removed))`` as in method.md; the product is first rounded to
+    9 decimals so float fuzz (``576 * (1 - 0.5) = 287.99999...``) does not lose a token.
+    ``keep_count(n, 0) == n`` and ``keep_count(n, 1) == 0``.
+    """
+    check_int("n_tokens", n_tokens, 0)
+    ratio = check_float("ratio_removed", ratio_removed, 0.0, 1.0)
+    return int(math.floor(round(n_tokens * (1.0 - ratio), 9)))
+
+
+def _normalized(x: Tensor) -> Tensor:
+    """Rows of ``x`` scaled to unit L2 norm, in the compute dtype; zero rows stay zero."""
+    return F.normalize(x.to(compute_dtype(x)), p=2.0, dim=-1, eps=1e-12)
+
+
+def pairwise_similarity(x: Tensor) -> Tensor:
+    """Rescaled cosine similarity ``s(a, b) = (cos(a, b) + 1) / 2`` of all pairs of rows.
+
+    Args:
+        x: ``(n, dim)`` token features.
+
+    Returns:
+        ``(n, n)`` similarities in ``[0, 1]``, float32 (float64 if ``x`` is float64).
+        A zero row has cosine 0 with everything (itself included), so similarity 0.5.
+    """
+    check_tensor("x", x, 2)
+    xn = _normalized(x)
+    cos = (xn @ xn.T).clamp_(-1.0, 1.0)
+    return (cos + 1.0) / 2.0
+
+
+def similarity_to_vector(x: Tensor, vector: Tensor) -> Tensor:
+    """``s(x_j, v)`` for every row of ``x``: ``(n, dim), (dim,) -> (n,)``, values in ``[0, 1]``."""
+    check_tensor("x", x, 2)
+    check_tensor("vector", vector, 1)
+    if vector.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"vector must have shape ({x.shape[1]},) to match x {tuple(x.shape)}, "
+            f"got {tuple(vector.shape)}"
+        )
+    xn = _normalized(x)
+    vn = _normalized(vector.to(device=x.device)).to(xn.dtype)
+    cos = (xn @ vn).clamp_(-1.0, 1.0)
+    return (cos + 1.0) / 2.0
+
+
+def _alignment(features: Tensor, text_vector: Tensor | None) -> Tensor:
+    """``s(y, v)`` per token ``(n,)``, or zeros when there is no text vector."""
+    if text_vector is None:
+        return torch.zeros(features.shape[0], dtype=compute_dtype(features), device=features.device)
+    return similarity_to_vector(features, text_vector)
+
+
+def _first_near_max(values: Tensor, available: Tensor) -> Tensor:
+    """Lowest available index whose value is within float noise of the available maximum.
+
+    ``values`` ``(n,)``, ``available`` ``(n,)`` bool with at least one True. "Within noise" is
+    ``>= max - TIE_RTOL[dtype] * max(1, |max|)``: exact ties of the real-valued criterion
+    (common in facility location, e.g. two tokens that only cover each other) can differ in the
+    last bits after summation, and must still go to the lower index.
+    """
+    neg_inf = torch.tensor(float("-inf"), dtype=values.dtype, device=values.device)
+    masked = torch.where(available, values, neg_inf)
+    top = masked.max()
+    tol = TIE_RTOL[values.dtype] * torch.clamp(top.abs(), min=1.0)
+    return torch.argmax((masked >= top - tol).to(torch.uint8))
+
+
+def facility_location_greedy(
+    features: Tensor,
+    text_vector: Tensor | None,
+    keep: int,
+    lambda_align: float = 0.7,
+) -> Tensor:
+    """Greedy maximiser of ``F(Y) = F_div(Y) + lambda_align * F_align(Y)`` (paper Eqs. 5-7).
+
+    ``F_div(Y) = sum_{x in X} max_{y in Y} s(x, y)`` (facility location over all ``n`` tokens,
+    ``F_div(empty) = 0``) and ``F_align(Y) = sum_{y in Y} s(y, v)``.
+
+    Plain greedy: each step adds the token with the largest marginal gain, ties broken by the
+    lower index (gains equal up to ``TIE_RTOL`` relative count as tied). It is vectorised: a
+    running ``best`` ``(n,)`` holds each token's max similarity to the current selection (zeros
+    for the empty set, as ``s >= 0``), and ``gain_j = sum_x max(0, s(x, j) - best_x) +
+    lambda * s(j, v)`` for all candidates at once: ``O(keep * n^2)`` time, ``O(n^2)`` memory
+    (two ``n x n`` buffers). Meant for the accelerator: on CPU, n = 2880 (LLaVA-NeXT) takes
+    seconds per image; on a GPU each step is a few kernel launches.
+
+    Args:
+        features: ``(n, dim)`` projector output of one image.
+        text_vector: ``(dim,)`` mean input embedding of the image's paired text (``v_i``), or
+            ``None`` for no alignment term.
+        keep: number of tokens to keep, in ``[0, n]``.
+        lambda_align: weight ``lambda_1`` of the alignment term, ``>= 0``.
+
+    Returns:
+        ``(keep,)`` LongTensor of kept indices, sorted ascending.
+    """
+    check_tensor("features", features, 2)
+    n = features.shape[0]
+    check_int("keep", keep, 0, n)
+    lam = check_float("lambda_align", lambda_align, 0.0)
+    device = features.device
+    if keep == n:
+        return torch.arange(n, dtype=torch.long, device=device)
+    if keep == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+
+    sim = pairwise_similarity(features)
+    sim = (sim + sim.T) / 2  # bitwise symmetric, so symmetric ties stay exact
+    align_bonus = lam * _alignment(features, text_vector)
+    best = torch.zeros(n, dtype=sim.dtype, device=device)
+    available = torch.ones(n, dtype=torch.bool, device=device)
+    buffer = torch.empty_like(sim)
+    chosen: list[Tensor] = []
+    for _ in range(keep):
+        torch.sub(sim, best[:, None], out=buffer).clamp_(min=0.0)
+        gains = buffer.sum(dim=0) + align_bonus
+        j = _first_near_max(gains, available)
+        chosen.append(j)
+        available[j] = False
+        best = torch.maximum(best, sim[:, j])
+    return torch.sort(torch.stack(chosen)).values
+
+
+def facility_location_objective(
+    features: Tensor,
+    text_vector: Tensor | None,
+    selected: Tensor,
+    lambda_align: float = 0.7,
+) -> float:
+    """``F(Y)`` of Eq. 5 for the index set ``selected`` (``(k,)`` LongTensor), as a float.
+
+    Used by tests and diagnostics; ``F(empty) = 0``.
+    """
+    check_tensor("features", features, 2)
+    check_tensor("selected", selected, 1, floating=False)
+    lam = check_float("lambda_align", lambda_align, 0.0)
+    n = features.shape[0]
+    if selected.numel() == 0:
+        return 0.0
+    sel = selected.to(device=features.device, dtype=torch.long)
+    if int(sel.min()) < 0 or int(sel.max()) >= n:
+        raise ValueError(f"selected indices must be in [0, {n - 1}], got {sel.tolist()}")
+    if torch.unique(sel).numel() != sel.numel():
+        raise ValueError(f"selected indices must be distinct, got {sel.tolist()}")
+    sim = pairwise_similarity(features)
+    f_div = sim[:, sel].max(dim=1).values.sum()
+    f_align = _alignment(features, text_vector)[sel].sum()
+    return float(f_div + lam * f_align)
+
+
+def divprune_select(features: Tensor, keep: int) -> Tensor:
+    """DivPrune baseline: greedy max-min diversity selection of one image's tokens.
+
+    Distance is ``d(a, b) = 1 - cos(a, b)``. The first pick is the token whose minimum distance
+    to all OTHER tokens is largest; then each step adds the unselected token whose minimum
+    distance to the selected set is largest. Ties (up to ``TIE_RTOL``) go to the lower index.
+    This follows the DivPrune reference code (max-min / MMDP greedy).
+
+    Args:
+        features: ``(n, dim)`` projector output of one image.
+        keep: number of tokens to keep, in ``[0, n]``.
+
+    Returns:
+        ``(keep,)`` LongTensor of kept indices, sorted ascending.
+    """
+    check_tensor("features", features, 2)
+    n = features.shape[0]
+    check_int("keep", keep, 0, n)
+    device = features.device
+    if keep == n:
+        return torch.arange(n, dtype=torch.long, device=device)
+    if keep == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+
+    xn = _normalized(features)
+    cos = (xn @ xn.T).clamp_(-1.0, 1.0)
+    dist = 1.0 - (cos + cos.T) / 2  # bitwise symmetric
+    available = torch.ones(n, dtype=torch.bool, device=device)
+    if n > 1:
+        inf = torch.tensor(float("inf"), dtype=dist.dtype, device=device)
+        off_diag = dist.masked_fill(torch.eye(n, dtype=torch.bool, device=device), inf)
+        first = _first_near_max(off_diag.min(dim=1).values, available)
+    else:
+        first = torch.tensor(0, device=device)
+    chosen = [first]
+    available[first] = False
+    min_dist = dist[first].clone()
+    for _ in range(keep - 1):
+        j = _first_near_max(min_dist, available)
+        chosen.append(j)
+        available[j] = False
+        min_dist = torch.minimum(min_dist, dist[j])
+    return torch.sort(torch.stack(chosen)).values
+
+
+def random_select(n: int, keep: int, generator: torch.Generator) -> Tensor:
+    """Random baseline: ``keep`` of ``n`` indices uniformly without replacement.
+
+    Deterministic given the generator's state (``torch.Generator().manual_seed(seed)``); the
+    generator's device decides the output device.
+
+    Returns:
+        ``(keep,)`` LongTensor of indices, sorted ascending.
+    """
+    check_int("n", n, 0)
+    check_int("keep", keep, 0, n)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "generator must be a torch.Generator (seeded by the caller), "
+            f"got {type(generator).__name__}"
+        )
+    perm = torch.randperm(n, generator=generator, device=generator.device)
+    return torch.sort(perm[:keep]).values
