@@ -83,6 +83,7 @@ class ContextCandidates:
     oldest), ``patch_index`` the token's index inside its image (its identity across steps),
     ``attention_k`` / ``attention_prev`` the head-averaged attention of the last prompt token at
     layers K and K-1. ``query_*`` give the same for the query image's tokens (for persistence).
+    ``n_keep`` candidates survive; a provider's protected set must not exceed it.
     """
 
     image_index: torch.Tensor
@@ -92,6 +93,7 @@ class ContextCandidates:
     query_patch_index: torch.Tensor
     query_attention_k: torch.Tensor
     n_images: int
+    n_keep: int  # how many of the candidates stage 2 keeps
 
 
 @dataclass(frozen=True)

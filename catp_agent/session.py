@@ -328,6 +328,7 @@ class PruningHandle:
                         query_patch_index=seq.patch_index0[group][query_img],
                         query_attention_k=row[query_img],
                         n_images=n_images,
+                        n_keep=n_icd_keep,
                     )
                 )
             keep, scores = stages.context_keep(

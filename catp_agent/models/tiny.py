@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     CLIPImageProcessorPil,
     LlavaConfig,
@@ -64,6 +64,7 @@ def build_tokenizer(family: str) -> PreTrainedTokenizerFast:
     unk = "<unk>" if "<unk>" in vocab else "<|endoftext|>"
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    core.decoder = decoders.Fuse()  # characters join back without spaces
     if family.startswith("qwen"):
         tok = PreTrainedTokenizerFast(
             tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=unk,

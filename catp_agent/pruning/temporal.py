@@ -113,6 +113,10 @@ class PersistenceState:
     def __len__(self) -> int:
         return len(self._p)
 
+    def keys(self) -> list[Hashable]:
+        """Every key with a running value."""
+        return list(self._p)
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._p
 

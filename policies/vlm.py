@@ -1,0 +1,145 @@
+"""A vision-language model as a web agent, with image-token pruning.
+
+Each step: the current screenshot joins the history window; the prompt holds the last W
+screenshots with their actions (in-context demonstrations) and the current one with the task
+(the query); the model generates greedily under the configured pruning; the first action call
+in its text is the action. Output that is not an action is passed on as is and the
+environment reports it invalid: the policy never crashes on model output.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from PIL import Image
+
+from catp_agent import PruningConfig, prune
+from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache, build_messages, parse_action_text
+from catp_agent.agent.model_io import AgentModel, load_agent_model
+from catp_agent.models.adapters import adapter_for
+from policies.base import register_policy
+
+UNPRUNED = PruningConfig(method="none", ratio=0.0)
+
+
+@register_policy("vlm")
+class VLMPolicy:
+    """model: checkpoint path, model object (with ``tokenizer=`` and ``image_processor=``), an
+    :class:`AgentModel`, or None (bundled default). pruning: the :class:`PruningConfig`.
+    history: W, past screenshots in the prompt. fidelity: also run the unpruned model on the
+    same input each step and report whether the actions agree (doubles the cost)."""
+
+    name = "vlm"
+
+    def __init__(self, model: Any = None, pruning: PruningConfig = UNPRUNED, history: int = 3,
+                 max_new_tokens: int = 24, fidelity: bool = False, tokenizer: Any = None,
+                 image_processor: Any = None, seed: int = 0, **_: Any) -> None:
+        if not isinstance(pruning, PruningConfig):
+            raise TypeError(f"pruning must be a PruningConfig, got {type(pruning).__name__}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.agent = model if isinstance(model, AgentModel) else load_agent_model(model, tokenizer, image_processor)
+        self.pruning = pruning
+        self.max_new_tokens = max_new_tokens
+        self.fidelity = fidelity and not pruning.is_identity
+        self.seed = seed
+        self.window = HistoryWindow(history)
+        self.vision = VisionFeatureCache()
+        self.signals = TemporalSignals(pruning) if pruning.uses_temporal else None
+        self._image_inputs: dict[int, dict] = {}
+        self.last_step: dict[str, Any] = {}
+        adapter = adapter_for(self.agent.model)
+        self._image_token_id = adapter.image_token_id
+
+    def set_pruning(self, cfg: PruningConfig) -> None:
+        """Switch the pruning configuration (keeps the loaded model)."""
+        self.pruning = cfg
+        self.signals = TemporalSignals(cfg) if cfg.uses_temporal else None
+
+    def reset(self) -> None:
+        self.window.reset()
+        self.vision.clear()
+        self._image_inputs.clear()
+        if self.signals is not None:
+            self.signals.reset()
+        torch.manual_seed(self.seed)
+
+    # ------------------------------------------------------------------ inputs
+    def build_inputs(self, instruction: str, last_error: str = "") -> tuple[dict, dict]:
+        """(model inputs, timing info) for the window as it stands, reusing encoded screenshots."""
+        screens = self.window.screens()
+        ids = [s.screenshot_id for s in screens]
+        for screen in screens:
+            if screen.screenshot_id not in self._image_inputs:
+                image = Image.fromarray(screen.pixels)
+                self._image_inputs[screen.screenshot_id] = dict(self.agent.image_processor(images=[image], return_tensors="pt"))
+        for sid in [k for k in self._image_inputs if k not in ids]:
+            del self._image_inputs[sid]
+        self.vision.keep_only(ids)
+        per_image = [{k: v for k, v in self._image_inputs[i].items() if k in ("pixel_values", "image_grid_thw", "image_sizes")} for i in ids]
+        features = self.vision.features(self.agent.model, ids, per_image)
+        counts = [int(f.shape[0]) for f in features.pooler_output]
+        messages = build_messages(screens, instruction, last_error)
+        text = self.agent.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        token = self.agent.image_token
+        parts = text.split(token)
+        if len(parts) - 1 != len(counts):
+            raise RuntimeError(f"the chat template produced {len(parts) - 1} image placeholders for {len(counts)} screenshots")
+        text = parts[0] + "".join(token * c + p for c, p in zip(counts, parts[1:]))
+        enc = self.agent.tokenizer([text], return_tensors="pt")
+        inputs: dict[str, Any] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                                  "mm_encoder_outputs": {"image": features}}
+        if self.agent.family.startswith("qwen"):
+            inputs["image_grid_thw"] = torch.cat([p["image_grid_thw"] for p in per_image])
+            inputs["mm_token_type_ids"] = (enc["input_ids"] == self._image_token_id).to(torch.int32)
+        grids = [self.vision.grid(i) for i in ids]
+        return inputs, {"vision_s": self.vision.last_encode_s, "vision_reuse_saved_s": self.vision.last_saved_s,
+                        "grids": grids, "ids": ids}
+
+    def _generate(self, inputs: dict, cfg: PruningConfig, signals: TemporalSignals | None) -> tuple[str, Any, float]:
+        with prune(self.agent.model, cfg) as handle:
+            handle.signal_provider = signals
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = self.agent.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            total = time.perf_counter() - t0
+        new = out[0, inputs["input_ids"].shape[1]:]
+        return self.agent.tokenizer.decode(new, skip_special_tokens=True), handle.last, total
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
+        self.window.observe(obs["screenshot"])
+        inputs, meta = self.build_inputs(str(obs.get("instruction", "")), str(obs.get("last_action_error", "")))
+        if self.signals is not None:
+            self.signals.begin_step(meta["ids"], meta["grids"])
+        raw, record, total = self._generate(inputs, self.pruning, self.signals)
+        if self.signals is not None:
+            self.signals.end_step(record)
+        action = parse_action_text(raw)
+        reference = None
+        if self.fidelity:
+            ref_raw, _, _ = self._generate(inputs, UNPRUNED, None)
+            reference = parse_action_text(ref_raw)
+        self.window.act(action)
+        grid = meta["grids"][-1]
+        height, width = obs["screenshot"].shape[:2]
+        self.last_step = {
+            "action": action,
+            "raw_output": raw,
+            "image_tokens_in": record.n_image_tokens,
+            "kept_stage1": record.n_kept_stage1,
+            "kept_final": record.n_kept_final,
+            "vision_s": meta["vision_s"],
+            "vision_reuse_saved_s": meta["vision_reuse_saved_s"],
+            "prefill_s": record.timings.get("prefill_s", 0.0),
+            "decode_s": max(0.0, total - record.timings.get("prefill_s", 0.0)),
+            "selection_s": record.timings.get("stage1_s", 0.0) + record.timings.get("stage2_s", 0.0),
+            "kv_cache_bytes": record.kv_cache_bytes,
+            "reference_action": reference,
+            "action_matches_reference": None if reference is None else reference == action,
+            "kept_map": {"grid": grid, "kept": [int(p) for p in record.kept_final[-1]],
+                         "patch_pixels": max(1, int(round(width / max(1, grid[1])))), "screen_size": (height, width)},
+        }
+        return action
