@@ -168,7 +168,7 @@ class PruningHandle:
         _check_batch(embeds, "inputs_embeds")
         cfg = self.cfg
         layout = build_layout(input_ids, self.adapter.image_token_id, cfg.paired_text)
-        with torch.no_grad():
+        with torch.no_grad(), stages.single_threaded():
             kept_patches = stages.before_decoder(cfg, layout, embeds[0])
         keep_mask = layout.image_index() < 0
         for span, patches in zip(layout.spans, kept_patches):
