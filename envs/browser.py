@@ -1,0 +1,316 @@
+"""One Chromium, driven through sync Playwright: episodes, guards, actions and screenshots.
+
+A :class:`BrowserSession` owns one Playwright instance and one browser, reused across
+episodes; each episode gets a fresh context and page (clean cookies and storage). It
+blocks every request its ``allow`` rule refuses (and records it), dismisses dialogs,
+closes pop-ups, and applies timeouts. All its methods must run on the thread of the
+env's :class:`envs.worker.PlaywrightThread`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from envs.actions import Action
+from envs.config import WebEnvConfig
+from envs.elements import ELEMENTS_JS, INTERACTIVE_SELECTOR, LOCATE_JS, normalise_elements
+
+__all__ = ["BrowserDied", "BrowserSession", "INSTALL_HINT"]
+
+INSTALL_HINT = "apt-get update && apt-get install -y chromium"
+
+_SETTLE_JS = "() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
+_FOCUS_JS = """() => { const a = document.activeElement;
+  return !!a && a !== document.body && a !== document.documentElement; }"""
+_SCROLL_JS = r"""([x, y, dx, dy]) => {
+  let el = document.elementFromPoint(x, y);
+  while (el && el !== document.body && el !== document.documentElement) {
+    const st = getComputedStyle(el);
+    const can = /(auto|scroll)/.test(st.overflowY + st.overflowX) &&
+      (el.scrollHeight > el.clientHeight || el.scrollWidth > el.clientWidth);
+    if (can) { el.scrollBy({left: dx, top: dy, behavior: 'instant'}); return; }
+    el = el.parentElement;
+  }
+  window.scrollBy({left: dx, top: dy, behavior: 'instant'});
+}"""
+
+
+class BrowserDied(RuntimeError):
+    """The browser process (or the episode's page) is gone; the episode cannot go on."""
+
+
+class BrowserSession:
+    """The browser side of one env. Not thread-safe: call it from the Playwright thread only."""
+
+    def __init__(self, config: WebEnvConfig) -> None:
+        self.config = config
+        self._pw: Any = None
+        self._browser: Any = None
+        self._context: Any = None
+        self.page: Any = None
+        self._allow: Callable[[str], bool] = lambda url: True
+        self._disconnected = False
+        self._page_crashed = False
+        self._mouse = (config.viewport[0] / 2, config.viewport[1] / 2)
+        self.blocked_requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.closed_popups: list[str] = []
+
+    # ----------------------------------------------------------------- lifecycle
+    @property
+    def alive(self) -> bool:
+        """Whether the browser is connected and the episode's page has not crashed."""
+        return (
+            self._browser is not None
+            and not self._disconnected
+            and not self._page_crashed
+            and self._browser.is_connected()
+        )
+
+    def launch(self) -> None:
+        """Start Playwright and Chromium if they are not running (relaunch after a death)."""
+        if self._browser is not None and not self._disconnected and self._browser.is_connected():
+            return
+        self._drop_browser()
+        path = self.config.executable_path
+        if not (os.path.isfile(path) or shutil.which(path)):
+            raise FileNotFoundError(
+                f"Chromium was not found at {path!r}. Install it with `{INSTALL_HINT}` "
+                "or pass executable_path=... to the env (never `playwright install`)."
+            )
+        if self._pw is None:
+            from playwright.sync_api import sync_playwright
+
+            self._pw = sync_playwright().start()
+        self._browser = self._pw.chromium.launch(
+            executable_path=path,
+            headless=self.config.headless,
+            args=list(self.config.chromium_args),
+            timeout=self.config.navigation_timeout_ms * 2,
+        )
+        self._disconnected = False
+        self._browser.on("disconnected", self._on_disconnected)
+
+    def _on_disconnected(self, *_: Any) -> None:
+        self._disconnected = True
+
+    def _drop_browser(self) -> None:
+        for obj in (self._context, self._browser):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:  # noqa: BLE001 - it may be dead already; nothing to recover
+                    pass
+        self._context = self.page = self._browser = None
+
+    def close(self) -> None:
+        """Close the browser and stop Playwright. Idempotent."""
+        self._drop_browser()
+        if self._pw is not None:
+            try:
+                self._pw.stop()
+            except Exception:  # noqa: BLE001 - the driver may be gone already
+                pass
+            self._pw = None
+
+    # ------------------------------------------------------------------ episodes
+    def new_episode(self, allow: Callable[[str], bool]) -> Any:
+        """Start an episode guarded by ``allow``; return the page.
+
+        The context and page are kept between episodes (a new renderer costs ~150 ms);
+        cookies and web storage are cleared, and the next ``goto`` replaces the document.
+        A crashed or closed page, or a dead browser, gets a fresh context.
+        """
+        self.launch()
+        self._allow = allow
+        self.blocked_requests = []
+        self.dialogs = []
+        self.closed_popups = []
+        vw, vh = self.config.viewport
+        self._mouse = (vw / 2, vh / 2)
+        if self._context is None or self.page is None or self.page.is_closed() or self._page_crashed:
+            self._open_context()
+            return self.page
+        self._context.clear_cookies()
+        if self.page.url.startswith("http"):
+            try:
+                self.page.evaluate("() => { try { localStorage.clear(); sessionStorage.clear(); } catch (e) {} }")
+            except Exception:  # noqa: BLE001 - a document without storage: nothing to clear
+                pass
+        for extra in self._context.pages:
+            if extra is not self.page:
+                extra.close()
+        return self.page
+
+    def _open_context(self) -> None:
+        if self._context is not None:
+            try:
+                self._context.close()
+            except Exception:  # noqa: BLE001 - a broken context is replaced below anyway
+                pass
+        self._page_crashed = False
+        vw, vh = self.config.viewport
+        ctx = self._browser.new_context(
+            viewport={"width": vw, "height": vh},
+            device_scale_factor=self.config.device_scale_factor,
+            service_workers="block",
+            accept_downloads=False,
+        )
+        ctx.set_default_timeout(self.config.action_timeout_ms)
+        ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
+        ctx.route("**/*", self._route)
+        page = ctx.new_page()
+        page.on("dialog", self._on_dialog)
+        page.on("crash", self._on_crash)
+        ctx.on("page", self._on_popup)
+        self._context, self.page = ctx, page
+
+    def _route(self, route: Any) -> None:
+        request = route.request
+        url = request.url
+        if self._allow(url):
+            route.continue_()
+            return
+        self.blocked_requests.append(url)
+        if request.is_navigation_request():
+            # A 204 answer leaves the current document in place (no error page).
+            route.fulfill(status=204, body="")
+        else:
+            route.abort("blockedbyclient")
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}"[:200])
+        try:
+            dialog.dismiss()
+        except Exception:  # noqa: BLE001 - the dialog may have closed itself
+            pass
+
+    def _on_crash(self, *_: Any) -> None:
+        self._page_crashed = True
+
+    def _on_popup(self, popup: Any) -> None:
+        if popup is self.page:
+            return
+        self.closed_popups.append(popup.url)
+        try:
+            popup.close()
+        except Exception:  # noqa: BLE001 - it may be closing already
+            pass
+
+    def goto(self, url: str) -> None:
+        """Load ``url`` in the episode's page and wait for its load event."""
+        self.page.goto(url, wait_until="load")
+
+    # ------------------------------------------------------------------- actions
+    def perform(self, action: Action) -> str:
+        """Carry out one action; return an error message ("" when it worked).
+
+        Raises:
+            BrowserDied: if the browser is gone.
+            playwright Error: for other failures (the env turns them into a message).
+        """
+        if not self.alive:
+            raise BrowserDied("the browser is not running")
+        dsf = self.config.device_scale_factor
+        name, args = action.name, action.args
+        if name in ("click", "double_click"):
+            x, y = float(args[0]), float(args[1])
+            h, w, _ = self.config.screenshot_shape
+            if not (0 <= x < w and 0 <= y < h):
+                return f"{name}({x:g}, {y:g}) is outside the screenshot ({w}x{h} pixels)"
+            cx, cy = x / dsf, y / dsf
+            self._mouse = (cx, cy)
+            if name == "click":
+                self.page.mouse.click(cx, cy)
+            else:
+                self.page.mouse.dblclick(cx, cy)
+        elif name == "type":
+            text = str(args[0])
+            if len(text) > self.config.max_type_chars:
+                return (f"type: text is {len(text)} characters long; "
+                        f"the limit is {self.config.max_type_chars}")
+            if not self.page.evaluate(_FOCUS_JS):
+                return "type: no element has focus; click a text field first"
+            self.page.keyboard.type(text)
+        elif name == "press":
+            self.page.keyboard.press(str(args[0]))
+        elif name == "scroll":
+            dx, dy = float(args[0]) / dsf, float(args[1]) / dsf
+            self.page.evaluate(_SCROLL_JS, [self._mouse[0], self._mouse[1], dx, dy])
+        elif name == "done":
+            return ""
+        else:  # pragma: no cover - Action validates names
+            return f"unknown action {name!r}"
+        self.settle()
+        return ""
+
+    def settle(self) -> None:
+        """Let a frame render and any navigation the action started finish loading."""
+        try:
+            self.page.evaluate(_SETTLE_JS)
+        except Exception:  # noqa: BLE001 - a navigation replaced the document: wait for it
+            if not self.alive:
+                raise
+            self.page.wait_for_load_state("load")
+
+    def take_new_events(self, since: dict[str, int]) -> list[str]:
+        """Messages for requests blocked, dialogs dismissed and pop-ups closed after ``since``."""
+        msgs = [f"blocked request to {u}" for u in self.blocked_requests[since["blocked"]:]]
+        msgs += [f"dismissed dialog ({d})" for d in self.dialogs[since["dialogs"]:]]
+        msgs += [f"closed pop-up {u}" for u in self.closed_popups[since["popups"]:]]
+        return msgs
+
+    def event_counts(self) -> dict[str, int]:
+        """Current lengths of the event logs (pass to :meth:`take_new_events`)."""
+        return {
+            "blocked": len(self.blocked_requests),
+            "dialogs": len(self.dialogs),
+            "popups": len(self.closed_popups),
+        }
+
+    # -------------------------------------------------------------- observation
+    def screenshot(self) -> np.ndarray:
+        """The viewport as an RGB uint8 array of shape ``config.screenshot_shape``."""
+        png = self.page.screenshot(type="png", timeout=self.config.action_timeout_ms)
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        array = np.asarray(image, dtype=np.uint8)
+        h, w, _ = self.config.screenshot_shape
+        if array.shape[:2] != (h, w):  # rounding of fractional scale factors
+            fixed = np.zeros((h, w, 3), dtype=np.uint8)
+            hh, ww = min(h, array.shape[0]), min(w, array.shape[1])
+            fixed[:hh, :ww] = array[:hh, :ww]
+            array = fixed
+        return array
+
+    def elements(self, extra_selector: str | None = None, max_text: int = 100) -> list[dict[str, Any]]:
+        """Visible interactive elements (see :mod:`envs.elements`)."""
+        raw = self.page.evaluate(
+            ELEMENTS_JS,
+            [INTERACTIVE_SELECTOR, self.config.device_scale_factor, extra_selector or "", max_text],
+        )
+        return normalise_elements(raw)
+
+    def locate(self, selector: str) -> dict[str, Any] | None:
+        """Centre of the first element matching ``selector`` in screenshot pixels, or a scroll hint."""
+        return self.page.evaluate(LOCATE_JS, [selector, self.config.device_scale_factor])
+
+    def browser_pid(self) -> int | None:
+        """Process id of the browser (from Chromium itself), or None if it is not running."""
+        if not self.alive:
+            return None
+        cdp = self._browser.new_browser_cdp_session()
+        try:
+            procs = cdp.send("SystemInfo.getProcessInfo")["processInfo"]
+        finally:
+            cdp.detach()
+        return next((int(p["id"]) for p in procs if p.get("type") == "browser"), None)
+
+    def url(self) -> str:
+        """The page's current URL ("" when there is no page)."""
+        return self.page.url if self.page is not None else ""

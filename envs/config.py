@@ -1,0 +1,88 @@
+"""Configuration of a :class:`envs.web_env.WebEnv`: a frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["CHROMIUM_ARGS", "DEFAULT_EXECUTABLE", "WebEnvConfig"]
+
+DEFAULT_EXECUTABLE = "/usr/bin/chromium"
+
+CHROMIUM_ARGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""Launch flags measured to work on the development machines (see platform notes)."""
+
+
+@dataclass(frozen=True)
+class WebEnvConfig:
+    """Everything that shapes a web environment, besides the task itself.
+
+    Attributes:
+        viewport: (width, height) of the page in CSS pixels.
+        device_scale_factor: screenshot pixels per CSS pixel; the screenshot is
+            ``(round(height * dsf), round(width * dsf), 3)``.
+        max_steps: steps before the episode is truncated.
+        executable_path: the Chromium binary (never downloaded by Playwright).
+        headless: run without a window.
+        action_timeout_ms: limit for one browser action (click, key, evaluate).
+        navigation_timeout_ms: limit for one page load.
+        max_type_chars: longest text one ``type(...)`` action may type.
+        chromium_args: command-line flags for Chromium.
+        task_options: keyword arguments passed to the task's constructor.
+    """
+
+    viewport: tuple[int, int] = (640, 480)
+    device_scale_factor: float = 1.0
+    max_steps: int = 15
+    executable_path: str = DEFAULT_EXECUTABLE
+    headless: bool = True
+    action_timeout_ms: int = 5_000
+    navigation_timeout_ms: int = 15_000
+    max_type_chars: int = 500
+    chromium_args: tuple[str, ...] = CHROMIUM_ARGS
+    task_options: tuple[tuple[str, object], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        vp = self.viewport
+        if (
+            not isinstance(vp, (tuple, list))
+            or len(vp) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in vp)
+        ):
+            raise ValueError(f"viewport must be (width, height) as two ints, got {vp!r}")
+        if not (16 <= vp[0] <= 4096 and 16 <= vp[1] <= 4096):
+            raise ValueError(f"viewport sides must be in [16, 4096] CSS pixels, got {tuple(vp)}")
+        object.__setattr__(self, "viewport", (int(vp[0]), int(vp[1])))
+        dsf = self.device_scale_factor
+        if not isinstance(dsf, (int, float)) or isinstance(dsf, bool) or not math.isfinite(dsf):
+            raise ValueError(f"device_scale_factor must be a finite number, got {dsf!r}")
+        if not 0.25 <= dsf <= 8.0:
+            raise ValueError(f"device_scale_factor must be in [0.25, 8], got {dsf}")
+        object.__setattr__(self, "device_scale_factor", float(dsf))
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {self.max_steps!r}")
+        for name in ("action_timeout_ms", "navigation_timeout_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 100 <= value <= 600_000:
+                raise ValueError(f"{name} must be an int in [100, 600000] ms, got {value!r}")
+        if not isinstance(self.max_type_chars, int) or self.max_type_chars < 1:
+            raise ValueError(f"max_type_chars must be a positive int, got {self.max_type_chars!r}")
+        if not isinstance(self.executable_path, str) or not self.executable_path:
+            raise ValueError(f"executable_path must be a non-empty path, got {self.executable_path!r}")
+        object.__setattr__(self, "chromium_args", tuple(self.chromium_args))
+        object.__setattr__(self, "task_options", tuple(sorted(dict(self.task_options).items())))
+
+    @property
+    def screenshot_shape(self) -> tuple[int, int, int]:
+        """(height, width, 3) of the screenshot in device pixels."""
+        w, h = self.viewport
+        return (round(h * self.device_scale_factor), round(w * self.device_scale_factor), 3)

@@ -1,0 +1,133 @@
+"""A small threaded HTTP server on 127.0.0.1 that serves task page folders.
+
+Each mounted folder appears under its own URL prefix (``/tasks/<name>/``); the shared
+helper script lives under ``/static/``; files the env sets per episode (the task's spec
+as ``/episode/spec.js``) live under ``/episode/``. The server binds a free port, runs on a daemon
+thread, serves files only (no listings, no writes) and stops with :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import http.server
+import mimetypes
+import posixpath
+import threading
+import urllib.parse
+from pathlib import Path
+
+__all__ = ["STATIC_DIR", "TaskServer"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._serve(send_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(send_body=False)
+
+    def _serve(self, send_body: bool) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        path = posixpath.normpath(urllib.parse.unquote(path))
+        try:
+            if path == "/favicon.ico":
+                self.send_response(204)
+                self.end_headers()
+                return
+            body = self.server.episode_files.get(path)
+            name = path
+            if body is None:
+                target = self.server.resolve(path)
+                if target is None:
+                    self.send_error(404, f"not found: {path}")
+                    return
+                body, name = target.read_bytes(), target.name
+            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the browser gave up on the request (page left, request aborted)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return  # quiet: requests are not errors
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    mounts: dict[str, Path]
+    episode_files: dict[str, bytes]
+
+    def resolve(self, path: str) -> Path | None:
+        """Map a URL path to a file inside a mounted folder, or None."""
+        for prefix, root in self.mounts.items():
+            if path.startswith(prefix):
+                rel = path[len(prefix):]
+                target = (root / rel).resolve()
+                if (target == root or root in target.parents) and target.is_file():
+                    return target
+        return None
+
+
+class TaskServer:
+    """Serve folders under URL prefixes on ``http://127.0.0.1:<free port>/``.
+
+    >>> server = TaskServer({"/static/": STATIC_DIR})
+    >>> server.base_url.startswith("http://127.0.0.1:")
+    True
+    >>> server.stop()
+    """
+
+    def __init__(self, mounts: dict[str, Path]) -> None:
+        for prefix, root in mounts.items():
+            if not (prefix.startswith("/") and prefix.endswith("/")):
+                raise ValueError(f"mount prefix must start and end with '/', got {prefix!r}")
+            if not Path(root).is_dir():
+                raise ValueError(f"mount folder {root} for {prefix!r} does not exist")
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.mounts = {p: Path(r).resolve() for p, r in mounts.items()}
+        self._server.episode_files = {}
+        self.port: int = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"catp-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The mounted URL prefixes."""
+        return tuple(self._server.mounts)
+
+    def put_episode_file(self, name: str, body: bytes | str) -> str:
+        """Serve ``body`` at ``/episode/<name>`` (replacing any previous one); return the path."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"episode file name must be a plain file name, got {name!r}")
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        path = f"/episode/{name}"
+        self._server.episode_files[path] = data
+        return path
+
+    def allows(self, url: str) -> bool:
+        """Whether ``url`` is on this server (same host and port) under a served prefix."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname != "127.0.0.1" or parts.port != self.port:
+            return False
+        path = posixpath.normpath(urllib.parse.unquote(parts.path or "/"))
+        if path in self._server.episode_files or path == "/favicon.ico":
+            return True
+        return any(path.startswith(prefix) for prefix in self._server.mounts)
+
+    def stop(self) -> None:
+        """Stop serving and free the port. Idempotent."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(5)
+        self._server.server_close()

@@ -1,0 +1,321 @@
+"""The gymnasium environment: a task in a real Chromium, seen as screenshots, driven by text actions.
+
+>>> import gymnasium, envs
+>>> env = gymnasium.make("catp/login-v0")                      # doctest: +SKIP
+>>> obs, info = env.reset(seed=0)                              # doctest: +SKIP
+>>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.oracle_action(obs, info))  # doctest: +SKIP
+
+Observation (``spaces.Dict``): ``screenshot`` (H, W, 3) uint8 in screenshot pixels,
+``instruction``, ``url``, ``last_action_error`` ("" when none) and ``step``.
+``info``: ``elements`` (visible interactive elements, boxes in screenshot pixels),
+``success``, ``task_id``, ``seed``, ``blocked_requests``, ``dialogs``, ``closed_popups``,
+``step``, and ``error`` when the browser died. Reward is 1.0 on the step that succeeds.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+import weakref
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.actions import ActionParseError, parse_action
+from envs.browser import BrowserDied, BrowserSession
+from envs.config import DEFAULT_EXECUTABLE, WebEnvConfig
+from envs.server import TaskServer
+from envs.tasks import make_task
+from envs.tasks.base import Task, TaskStatus
+from envs.worker import PlaywrightThread
+
+__all__ = ["CHARSET", "WebEnv"]
+
+CHARSET = "".join(c for c in string.printable if c not in "\x0b\x0c")
+"""Characters allowed in the observation's text fields (others become '?')."""
+_CHARS = frozenset(CHARSET)
+MAX_TEXT = 4096
+
+
+def _clean(text: str | None, limit: int = MAX_TEXT) -> str:
+    """Fold ``text`` into :data:`CHARSET` and at most ``limit`` characters."""
+    text = unicodedata.normalize("NFKD", text or "")
+    return "".join(c if c in _CHARS else "?" for c in text if not unicodedata.combining(c))[:limit]
+
+
+def _shutdown(worker: PlaywrightThread | None, session: BrowserSession | None,
+              server: TaskServer | None) -> None:
+    if worker is not None and session is not None and worker.alive:
+        try:
+            worker.call(session.close, timeout=30)
+        except Exception:  # noqa: BLE001 - best effort at exit; the browser may be hung
+            pass
+    if worker is not None:
+        worker.stop()
+    if server is not None:
+        server.stop()
+
+
+class WebEnv(gym.Env[dict, str]):
+    """A web task in the system Chromium. Make it with ``gymnasium.make("catp/<task>-v0")``.
+
+    Args:
+        task: task name, e.g. ``"login"`` or ``"miniwob.click-test"``.
+        viewport, device_scale_factor, max_steps, executable_path, headless,
+        action_timeout_ms, navigation_timeout_ms, max_type_chars: see :class:`WebEnvConfig`.
+        render_mode: None or ``"rgb_array"`` (the last screenshot).
+        task_options: keyword arguments for the task (e.g. ``{"time_limit_ms": 60000}``).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: str,
+        *,
+        viewport: tuple[int, int] = (640, 480),
+        device_scale_factor: float = 1.0,
+        max_steps: int = 15,
+        executable_path: str = DEFAULT_EXECUTABLE,
+        headless: bool = True,
+        action_timeout_ms: int = 5_000,
+        navigation_timeout_ms: int = 15_000,
+        max_type_chars: int = 500,
+        render_mode: str | None = None,
+        task_options: dict[str, Any] | None = None,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.config = WebEnvConfig(
+            viewport=tuple(viewport),  # type: ignore[arg-type]
+            device_scale_factor=device_scale_factor,
+            max_steps=max_steps,
+            executable_path=executable_path,
+            headless=headless,
+            action_timeout_ms=action_timeout_ms,
+            navigation_timeout_ms=navigation_timeout_ms,
+            max_type_chars=max_type_chars,
+            task_options=tuple((task_options or {}).items()),
+        )
+        self.task_name = task
+        self.task: Task = make_task(task, **dict(self.config.task_options))
+        self.render_mode = render_mode
+        h, w, _ = self.config.screenshot_shape
+        self.observation_space = spaces.Dict({
+            "screenshot": spaces.Box(0, 255, (h, w, 3), np.uint8),
+            "instruction": spaces.Text(MAX_TEXT, min_length=0, charset=CHARSET),
+            "url": spaces.Text(MAX_TEXT, min_length=0, charset=CHARSET),
+            "last_action_error": spaces.Text(MAX_TEXT, min_length=0, charset=CHARSET),
+            "step": spaces.Discrete(self.config.max_steps + 1),
+        })
+        self.action_space = spaces.Text(1024, min_length=0, charset=CHARSET)
+        self._worker: PlaywrightThread | None = None
+        self._session: BrowserSession | None = None
+        self._server: TaskServer | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._seed = 0
+        self._step = 0
+        self._instruction = ""
+        self._active = False
+        self._last_obs: dict[str, Any] | None = None
+        self._seen_events: dict[str, int] = {"blocked": 0, "dialogs": 0, "popups": 0}
+        self._call_timeout = 4 * (action_timeout_ms + navigation_timeout_ms) / 1000
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def task_id(self) -> str:
+        """The registered env id (``catp/<task>-v0``)."""
+        return self.spec.id if self.spec is not None else f"catp/{self.task_name}-v0"
+
+    def _ensure_started(self) -> None:
+        if self._worker is not None and self._worker.alive:
+            return
+        self._worker = PlaywrightThread(name=f"catp-playwright-{self.task_name}")
+        self._session = BrowserSession(self.config)
+        if self._server is None:
+            mounts = self.task.mounts()
+            self._server = TaskServer(mounts) if mounts else None
+            self.task.bind(self._server)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._session, self._server)
+
+    def _abandon_browser(self) -> None:
+        """Give up a hung Playwright thread; the next reset starts a new one."""
+        worker = self._worker
+        self._worker = self._session = None
+        if worker is not None:
+            worker.stop(timeout=0.1)
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        assert self._worker is not None
+        return self._worker.call(fn, *args, timeout=self._call_timeout)
+
+    # ------------------------------------------------------------- observation
+    def _observe(self, error: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Runs on the Playwright thread: screenshot, URL and elements."""
+        assert self._session is not None
+        obs = {
+            "screenshot": self._session.screenshot(),
+            "instruction": _clean(self._instruction),
+            "url": _clean(self._session.url()),
+            "last_action_error": _clean(error),
+            "step": self._step,
+        }
+        return obs, self._session.elements(self.task.extra_selector)
+
+    def _info(self, elements: list[dict[str, Any]], status: TaskStatus | None,
+              error: str | None = None) -> dict[str, Any]:
+        session = self._session
+        info: dict[str, Any] = {
+            "elements": elements,
+            "success": bool(status.success) if status else False,
+            "task_id": self.task_id,
+            "seed": self._seed,
+            "step": self._step,
+            "blocked_requests": list(session.blocked_requests) if session else [],
+            "dialogs": list(session.dialogs) if session else [],
+            "closed_popups": list(session.closed_popups) if session else [],
+        }
+        if status is not None:
+            info.update(status.extra)
+        if error:
+            info["error"] = error
+        return info
+
+    # -------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start an episode. The same ``seed`` gives the same task and first observation."""
+        super().reset(seed=seed)
+        self._seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+        self._step = 0
+        last_exc: BaseException | None = None
+        for _attempt in range(2):
+            self._ensure_started()
+            try:
+                obs, elements, status = self._call(self._reset_in_thread)
+                break
+            except FileNotFoundError:
+                raise
+            except TimeoutError as exc:  # hung browser: start a fresh thread and browser
+                last_exc = exc
+                self._abandon_browser()
+            except Exception as exc:  # noqa: BLE001 - e.g. the browser died: relaunch once
+                last_exc = exc
+                if self._worker is not None and self._session is not None:
+                    self._call(self._session.close)
+        else:
+            raise RuntimeError(f"could not start an episode of {self.task_id}: {last_exc}") from last_exc
+        self._active = True
+        self._last_obs = obs
+        return obs, self._info(elements, status)
+
+    def _reset_in_thread(self) -> tuple[dict[str, Any], list[dict[str, Any]], TaskStatus]:
+        assert self._session is not None
+        self._instruction = self.task.start(self._session, self._seed)
+        self._seen_events = self._session.event_counts()
+        obs, elements = self._observe("")
+        return obs, elements, self.task.status(self._session)
+
+    def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """Apply one action string. Bad actions set ``last_action_error``; they never raise."""
+        if not self._active or self._last_obs is None:
+            obs = self._copy_last_obs()
+            obs["last_action_error"] = "the episode is over; call reset() to start a new one"
+            return obs, 0.0, True, False, self._info([], None, error=obs["last_action_error"])
+        self._step += 1
+        try:
+            obs, elements, status, ended = self._call(self._step_in_thread, action)
+        except Exception as exc:  # noqa: BLE001 - browser death or hang must not escape
+            message = f"browser failure: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if isinstance(exc, TimeoutError):
+                self._abandon_browser()
+            obs = self._copy_last_obs()
+            obs["step"] = min(self._step, self.config.max_steps)
+            obs["last_action_error"] = _clean(message)
+            self._active = False
+            return obs, 0.0, True, False, self._info([], None, error=message)
+        terminated = ended or status.done
+        truncated = not terminated and self._step >= self.config.max_steps
+        self._active = not (terminated or truncated)
+        self._last_obs = obs
+        return obs, float(status.reward), terminated, truncated, self._info(elements, status)
+
+    def _copy_last_obs(self) -> dict[str, Any]:
+        """A fresh copy of the last observation (or a blank one before any reset)."""
+        if self._last_obs is None:
+            h, w, _ = self.config.screenshot_shape
+            return {"screenshot": np.zeros((h, w, 3), np.uint8), "instruction": "", "url": "",
+                    "last_action_error": "", "step": 0}
+        obs = dict(self._last_obs)
+        obs["screenshot"] = obs["screenshot"].copy()
+        return obs
+
+    def _step_in_thread(self, text: str) -> tuple[dict[str, Any], list[dict[str, Any]], TaskStatus, bool]:
+        from playwright.sync_api import Error as PlaywrightError
+
+        session = self._session
+        assert session is not None
+        ended, error = False, ""
+        try:
+            action = parse_action(text)
+        except ActionParseError as exc:
+            action, error = None, str(exc)
+        if action is not None:
+            try:
+                error = session.perform(action)
+                ended = action.name == "done"
+            except PlaywrightError as exc:
+                if not session.alive:
+                    raise BrowserDied(f"the browser died during {action}") from exc
+                error = f"{action.name} failed: {str(exc).splitlines()[0]}"
+        # Report what happened since the last observation (the action, timers, scripts).
+        events = session.take_new_events(self._seen_events)
+        error = "; ".join([m for m in [error, *events] if m])
+        if not session.alive:
+            raise BrowserDied("the browser is not running")
+        self._seen_events = session.event_counts()
+        obs, elements = self._observe(error)
+        obs["step"] = min(self._step, self.config.max_steps)
+        return obs, elements, self.task.status(session), ended
+
+    # ----------------------------------------------------------------- extras
+    def oracle_action(self, obs: dict[str, Any] | None = None, info: dict[str, Any] | None = None
+                      ) -> str | None:
+        """The next action that solves the task from the live page, or None.
+
+        None when the task has no oracle, the episode is over, or the page cannot be read.
+        ``obs`` and ``info`` are accepted for a policy's convenience; the DOM is the truth.
+        """
+        if not self._active or self._session is None:
+            return None
+        try:
+            return self._call(self.task.oracle, self._session)
+        except Exception:  # noqa: BLE001 - an oracle never breaks the caller
+            return None
+
+    @property
+    def instruction(self) -> str:
+        """The current episode's instruction."""
+        return self._instruction
+
+    def render(self) -> np.ndarray | None:
+        """The last screenshot when ``render_mode="rgb_array"``, else None."""
+        if self.render_mode == "rgb_array" and self._last_obs is not None:
+            return self._last_obs["screenshot"]
+        return None
+
+    def close(self) -> None:
+        """Close the browser, stop the server and the Playwright thread. Idempotent."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        elif self._server is not None:
+            self._server.stop()
+        self._worker = self._session = None
+        self._server = None
+        self._active = False
+        super().close()
