@@ -1,0 +1,259 @@
+"""The ``run``, ``eval``, ``ablate`` and ``tasks`` subcommands of ``catp-agent``.
+
+    catp-agent tasks --bundled
+    catp-agent run --task catp/login-v0 --policy oracle
+    catp-agent run --model path/to/Qwen2-VL-2B-Instruct --method catp --ratio 0.778 --trace runs/trace
+    catp-agent eval --tasks catp/login-v0,catp/menu-v0 --seeds 0-4 --methods none,catp,fastv \\
+        --ratios 0.667,0.778 --model path/to/ckpt --out runs/eval --workers 2
+    catp-agent ablate --tasks catp/login-v0 --seeds 0-2 --model path/to/ckpt --out runs/ablate
+
+Every eval writes ``episodes.jsonl`` (one line per episode), ``config.json``, ``summary.md``,
+``summary.csv``, ``summary.json`` and ``plots/`` into ``--out``; rerunning the same command
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from catp_agent.config import METHODS, MODES, PruningConfig
+
+__all__ = ["register_ablate", "register_eval", "register_run", "register_tasks"]
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _viewport(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"viewport must look like 640x480, got {text!r}") from None
+    return (w, h)
+
+
+def _err(command: str, message: str) -> int:
+    print(f"catp-agent {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _setup(parser: argparse.ArgumentParser, epilog: str) -> None:
+    parser.formatter_class = _RAW
+    parser.epilog = epilog
+
+
+# ------------------------------------------------------------------------------------ eval / ablate
+def _add_common(parser: argparse.ArgumentParser, out_default: str) -> None:
+    g = parser.add_argument_group("what to run")
+    g.add_argument("--tasks", default="catp/login-v0",
+                   help="comma-separated env ids, or 'bundled' for every bundled task (default: %(default)s)")
+    g.add_argument("--seeds", default="0-2", help="episode seeds: '0-4', '0,3,7' (default: %(default)s)")
+    g.add_argument("--policy", default="vlm", help="registered policy: vlm, oracle, random (default: %(default)s)")
+    g.add_argument("--model", default=None, help="VLM checkpoint path or hub id (vlm policy)")
+    g.add_argument("--max-steps", type=int, default=None, help="steps per episode (default: the task's)")
+    g.add_argument("--viewport", type=_viewport, default=None, help="page size WxH (default: the task's)")
+    g.add_argument("--history", type=int, default=3, help="screenshots in the VLM's window (default: 3)")
+    g.add_argument("--no-fidelity", action="store_true",
+                   help="skip the unpruned reference action per step (faster; no fidelity column)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a PruningConfig field for every run, e.g. --set k_layer=4 --set gamma=0.8")
+    g = parser.add_argument_group("how to run")
+    g.add_argument("--out", default=out_default, help="results folder; rerun to resume (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=1, help="parallel episode processes, each with its own browser")
+    g.add_argument("--sample-step", type=int, default=1,
+                   help="step saved for kept-token heatmaps, first seed only; -1: none (default: 1)")
+    g.add_argument("--retry-errors", action="store_true", help="rerun finished episodes that ended in an error")
+    g.add_argument("--no-plots", action="store_true", help="write the summary but no PNG plots")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--json", action="store_true", help="print the run report and summary as JSON")
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    if text.strip() == "bundled":
+        import envs
+        from envs.tasks import BUNDLED_TASKS
+
+        return tuple(t for t in envs.list_tasks() if t.removeprefix("catp/").removesuffix("-v0") in BUNDLED_TASKS)
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _eval_config(args: argparse.Namespace, variants: tuple, ratios: tuple[float, ...]) -> Any:
+    from catp_agent.evaluation.grid import EvalConfig, parse_overrides, parse_seeds
+
+    return EvalConfig(tasks=_tasks(args.tasks), seeds=parse_seeds(args.seeds), variants=variants, ratios=ratios,
+                      policy=args.policy, model=args.model, max_steps=args.max_steps, viewport=args.viewport,
+                      history=args.history, fidelity=not args.no_fidelity,
+                      pruning_overrides=parse_overrides(args.overrides), sample_step=args.sample_step,
+                      retry_errors=args.retry_errors, workers=args.workers)
+
+
+def _run_grid(command: str, args: argparse.Namespace, variants: tuple, ratios: tuple[float, ...]) -> int:
+    from catp_agent.evaluation.plots import write_plots
+    from catp_agent.evaluation.runner import run_eval
+    from catp_agent.evaluation.summary import write_summary
+
+    try:
+        config = _eval_config(args, variants, ratios)
+        report = run_eval(config, args.out, progress=not args.no_progress)
+    except ValueError as exc:
+        return _err(command, str(exc))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished episodes are in {args.out}/episodes.jsonl. "
+              "Run the same command again to resume.", file=sys.stderr)
+        return 130
+    summary = write_summary(args.out)
+    plots = [] if args.no_plots else write_plots(args.out, summary)
+    if args.json:
+        print(json.dumps({"report": report.to_dict(), "summary": summary.to_json(),
+                          "plots": [str(p) for p in plots]}, indent=2))
+    else:
+        print(f"{report.ran} episodes run, {report.skipped} already done, {report.errors} with errors "
+              f"-> {args.out}/episodes.jsonl")
+        print(summary.overall_table())
+        print(f"\nfull summary: {args.out}/summary.md" + (f"; plots: {args.out}/plots/" if plots else ""))
+    return 0 if report.errors == 0 else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from catp_agent.evaluation.grid import parse_ratios, parse_variants
+
+    try:
+        variants = parse_variants(args.methods, args.modes, args.persistence)
+        ratios = parse_ratios(args.ratios)
+    except ValueError as exc:
+        return _err("eval", str(exc))
+    return _run_grid("eval", args, variants, ratios)
+
+
+def register_eval(parser: argparse.ArgumentParser) -> None:
+    """``catp-agent eval``: tasks x seeds x methods x ratios."""
+    _setup(parser, """examples:
+  catp-agent eval --policy oracle --tasks catp/login-v0 --seeds 0-1 --methods none --out runs/oracle
+  catp-agent eval --model path/to/ckpt --tasks bundled --seeds 0-4 --methods none,catp,fastv \\
+      --ratios 0.667,0.778,0.889 --out runs/eval --workers 2
+  catp-agent eval --model path/to/ckpt --methods catp --modes layer,temporal --persistence both --set k_layer=4
+
+Method none runs once at R = 0. Exit status 1 when some episode ended in an error (see its record).""")
+    g = parser.add_argument_group("pruning grid")
+    g.add_argument("--methods", default="none,catp", help=f"comma list of {', '.join(METHODS)} (default: %(default)s)")
+    g.add_argument("--ratios", default="0.778", help="comma list of R in (0, 1) (default: %(default)s)")
+    g.add_argument("--modes", default="layer", help=f"catp stage-2 modes, comma list of {', '.join(MODES)}")
+    g.add_argument("--persistence", default="off", choices=("off", "on", "both"),
+                   help="catp persistence weighting (default: %(default)s)")
+    _add_common(parser, "runs/eval")
+    parser.set_defaults(func=_eval)
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from catp_agent.evaluation.presets import PRESETS
+
+    preset = PRESETS[args.preset]
+    return _run_grid("ablate", args, preset.variants, preset.ratios)
+
+
+def register_ablate(parser: argparse.ArgumentParser) -> None:
+    """``catp-agent ablate``: eval with the ablation preset."""
+    _setup(parser, """the grid (catp_agent/evaluation/presets.py):
+  none (R = 0); catp in modes layer / temporal / both, each without and with persistence;
+  fastv, divprune, random, recency; at R = 0.667, 0.778, 0.889  (3 x 6 + 3 x 4 + 1 = 31 runs per task and seed)
+
+examples:
+  catp-agent ablate --model path/to/ckpt --tasks catp/login-v0 --seeds 0-2 --out runs/ablate
+  catp-agent ablate --model path/to/ckpt --tasks bundled --seeds 0-4 --workers 4 --no-fidelity""")
+    from catp_agent.evaluation.presets import PRESETS
+
+    parser.add_argument("--preset", default="ablation", choices=sorted(PRESETS), help="the grid (default: %(default)s)")
+    _add_common(parser, "runs/ablate")
+    parser.set_defaults(func=_ablate)
+
+
+# --------------------------------------------------------------------------------------------- run
+def _run(args: argparse.Namespace) -> int:
+    from catp_agent.evaluation.grid import parse_overrides
+    from catp_agent.evaluation.single import default_task, run_single
+
+    try:
+        ratio = 0.0 if args.method == "none" else args.ratio
+        pruning = PruningConfig(method=args.method, ratio=ratio, mode=args.mode, persistence=args.persistence,
+                                seed=args.seed, **dict(parse_overrides(args.overrides)))
+        task = args.task or default_task()
+        log = None if args.json else print
+        if log:
+            prunes = args.policy == "vlm"  # the other built-in policies see no image tokens
+            print(f"{task}  seed {args.seed}  policy {args.policy}"
+                  + (f"  method {args.method}" if prunes else "")
+                  + (f"  R={ratio:g}  mode {args.mode}" if prunes and not pruning.is_identity else ""))
+        result = run_single(task, args.seed, args.policy, pruning, args.model, args.max_steps, args.history,
+                            args.fidelity, args.trace, speedup=not args.no_speedup, log=log)
+    except ValueError as exc:
+        return _err("run", str(exc))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    status = "success" if result["success"] else "failure"
+    print(f"{status} after {result['steps']} steps, reward {result['reward']:g}, {result['wall_s']:.1f} s"
+          + (f"; error: {result['error']}" if result["error"] else ""))
+    sp = result.get("speedup")
+    if sp and sp["prefill_speedup"]:
+        print(f"prefill speed-up over unpruned: {sp['prefill_speedup']:.2f}x (median per step "
+              f"{1e3 * sp['median_prefill_s_unpruned']:.1f} ms -> {1e3 * sp['median_prefill_s']:.1f} ms)")
+    if result.get("trace_dir"):
+        print(f"trace: {result['trace_dir']}/step_*.png, steps.jsonl")
+    return 0
+
+
+def register_run(parser: argparse.ArgumentParser) -> None:
+    """``catp-agent run``: one episode, a readable step log."""
+    _setup(parser, """examples:
+  catp-agent run                                         # default model, catp at R=0.778 on catp/login-v0
+  catp-agent run --policy oracle --task catp/menu-v0 --seed 3
+  catp-agent run --model path/to/ckpt --method catp --mode temporal --persistence --trace runs/trace
+  catp-agent run --model path/to/ckpt --json
+
+Each step prints: step, action, image tokens in -> after stage 1 -> final, prefill time.
+With a pruning vlm run, a second episode runs unpruned on the same seed (sharing the model)
+and the median prefill per step of both gives the speed-up; --no-speedup skips it.""")
+    parser.add_argument("--task", default=None, help="env id (default: catp/login-v0, else the first task)")
+    parser.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    parser.add_argument("--policy", default="vlm", help="vlm, oracle or random (default: %(default)s)")
+    parser.add_argument("--method", default="catp", choices=METHODS, help="pruning method (default: %(default)s)")
+    parser.add_argument("--ratio", type=float, default=0.778, help="R, fraction of image tokens removed")
+    parser.add_argument("--mode", default="layer", choices=MODES, help="catp stage-2 mode (default: %(default)s)")
+    parser.add_argument("--persistence", action="store_true", help="catp persistence weighting")
+    parser.add_argument("--model", default=None, help="VLM checkpoint path or hub id")
+    parser.add_argument("--max-steps", type=int, default=None, help="steps before truncation (default: the task's)")
+    parser.add_argument("--history", type=int, default=3, help="screenshots in the VLM's window (default: 3)")
+    parser.add_argument("--fidelity", action="store_true", help="also log the unpruned action per step")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a PruningConfig field, e.g. --set k_layer=4")
+    parser.add_argument("--trace", default=None, metavar="DIR", help="write step_NNN.png (kept tokens drawn) and steps.jsonl")
+    parser.add_argument("--no-speedup", action="store_true", help="skip the unpruned comparison episode")
+    parser.add_argument("--json", action="store_true", help="print the episode record as JSON, no log")
+    parser.set_defaults(func=_run)
+
+
+# ------------------------------------------------------------------------------------------- tasks
+def _list_tasks(args: argparse.Namespace) -> int:
+    import envs
+
+    tasks = envs.list_tasks()
+    if args.bundled:
+        tasks = [t for t in tasks if not t.startswith("catp/miniwob.")]
+    if args.contains:
+        tasks = [t for t in tasks if args.contains in t]
+    print(json.dumps(tasks) if args.json else "\n".join(tasks))
+    return 0
+
+
+def register_tasks(parser: argparse.ArgumentParser) -> None:
+    """``catp-agent tasks``: the registered env ids."""
+    _setup(parser, """examples:
+  catp-agent tasks                  # bundled tasks first, then catp/miniwob.*
+  catp-agent tasks --bundled --json
+  catp-agent tasks --contains login""")
+    parser.add_argument("--bundled", action="store_true", help="only the bundled tasks (no MiniWoB++)")
+    parser.add_argument("--contains", default=None, metavar="TEXT", help="only ids containing TEXT")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.set_defaults(func=_list_tasks)

@@ -1,0 +1,51 @@
+"""Preset grids. ``ABLATION`` answers "temporal versus layer difference" (issue 4, section 3).
+
+    none                                         (R = 0, once)
+    catp  x mode {layer, temporal, both} x persistence {off, on}
+    fastv, divprune, random, recency             (the baselines)
+    at R = 0.667, 0.778, 0.889
+
+``catp-agent ablate`` is ``catp-agent eval`` with this grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catp_agent.config import MODES
+from catp_agent.evaluation.grid import Variant
+
+__all__ = ["ABLATION", "PRESETS", "Preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of variants and ratios."""
+
+    name: str
+    variants: tuple[Variant, ...]
+    ratios: tuple[float, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"preset {self.name!r} repeats a variant: {[v.label for v in self.variants]}")
+        if not self.ratios or any(not 0.0 < r < 1.0 for r in self.ratios):
+            raise ValueError(f"preset {self.name!r} needs ratios in (0, 1), got {list(self.ratios)}")
+
+
+ABLATION = Preset(
+    name="ablation",
+    variants=(
+        Variant("none"),
+        *(Variant("catp", mode, persistence) for mode in MODES for persistence in (False, True)),
+        Variant("fastv"),
+        Variant("divprune"),
+        Variant("random"),
+        Variant("recency"),
+    ),
+    ratios=(0.667, 0.778, 0.889),
+    description="temporal vs layer difference: catp modes x persistence, and the baselines",
+)
+
+PRESETS: dict[str, Preset] = {ABLATION.name: ABLATION}

@@ -1,0 +1,224 @@
+"""Run an evaluation grid, resumably, in one process or in parallel worker processes.
+
+    from catp_agent.evaluation import EvalConfig, parse_variants, run_eval
+    cfg = EvalConfig(tasks=("catp/login-v0",), seeds=(0, 1, 2), variants=parse_variants("none,catp"),
+                     ratios=(0.778,), policy="vlm", model="path/to/Qwen2-VL-2B-Instruct")
+    report = run_eval(cfg, "runs/eval")        # rerun the same call to resume
+
+Results go to ``<out>/episodes.jsonl`` (see :mod:`catp_agent.evaluation.results`), one line per
+episode, written only by this (the parent) process as each episode ends. Episodes whose key is
+already in the file are skipped. With ``workers > 1`` episodes run in ``spawn``-ed processes,
+each holding its own policy and one env (browser) per task it has seen (the last
+``MAX_ENVS_PER_WORKER``), reused across episodes; the model is loaded once per process and
+torch uses cpu_count // workers threads in each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from catp_agent.evaluation.episode import EpisodeOutcome, PolicyBuilder, PolicyFactory, make_env, run_episode
+from catp_agent.evaluation.grid import EvalConfig, Run
+from catp_agent.evaluation.plots import save_png
+from catp_agent.evaluation.results import ResultsFile, write_config
+
+__all__ = ["MAX_ENVS_PER_WORKER", "EvalReport", "run_eval"]
+
+MAX_ENVS_PER_WORKER = 4
+EnvFactory = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What a call to :func:`run_eval` did."""
+
+    out_dir: str
+    total: int
+    skipped: int
+    ran: int
+    successes: int
+    errors: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _EpisodePlayer:
+    """Per-process state: envs by task (LRU, reused), the policy builder (model loaded once)."""
+
+    def __init__(self, config: EvalConfig, model: Any = None, env_factory: EnvFactory | None = None,
+                 policy_factory: PolicyFactory | None = None) -> None:
+        self.config = config
+        self.env_factory = env_factory or make_env
+        self.policies = PolicyBuilder(config.policy, model if model is not None else config.model,
+                                      config.history, config.fidelity, policy_factory)
+        self.envs: OrderedDict[str, Any] = OrderedDict()
+
+    def env(self, task: str) -> Any:
+        if task in self.envs:
+            self.envs.move_to_end(task)
+            return self.envs[task]
+        while len(self.envs) >= MAX_ENVS_PER_WORKER:
+            _, old = self.envs.popitem(last=False)
+            old.close()
+        env = self.env_factory(task, max_steps=self.config.max_steps, viewport=self.config.viewport)
+        self.envs[task] = env
+        return env
+
+    def play(self, run: Run) -> EpisodeOutcome:
+        cfg = self.config
+        sample_step = cfg.sample_step if run.seed == cfg.seeds[0] else -1
+        try:
+            env = self.env(run.task)
+            policy = self.policies(env, run.pruning(cfg.pruning_overrides), run.seed)
+        except Exception as exc:  # noqa: BLE001 - recorded as the episode's error
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return EpisodeOutcome({"success": False, "reward": 0.0, "steps": 0, "wall_s": 0.0,
+                                   "error": f"setup failed: {type(exc).__name__}: {first}", "setup_error": True,
+                                   "step_records": []})
+        return run_episode(env, policy, run.seed, sample_step=sample_step)
+
+    def close(self) -> None:
+        while self.envs:
+            _, env = self.envs.popitem()
+            env.close()
+
+
+# ------------------------------------------------------------------------------- worker processes
+def _worker_main(config: EvalConfig, env_factory: EnvFactory | None, policy_factory: PolicyFactory | None,
+                 threads: int, jobs: Any, results: Any) -> None:
+    """A worker process: play runs from ``jobs`` until a None arrives; send outcomes to ``results``."""
+    import torch
+
+    torch.set_num_threads(threads)  # workers share the CPU cores instead of oversubscribing them
+    player = _EpisodePlayer(config, None, env_factory, policy_factory)
+    try:
+        for run in iter(jobs.get, None):
+            results.put((run, player.play(run)))
+    finally:
+        player.close()
+
+
+# ------------------------------------------------------------------------------------ the parent
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
+
+
+def _record(run: Run, outcome: EpisodeOutcome, config: EvalConfig, out: Path) -> dict[str, Any]:
+    record: dict[str, Any] = {**run.key_dict(), "label": run.label,
+                              "pruning": run.pruning(config.pruning_overrides).to_dict()}
+    record.update(outcome.record)
+    record["sample"] = None
+    if outcome.sample is not None:
+        rel = Path("samples") / f"{_slug(run.task)}__{_slug(run.label)}__seed{run.seed}.png"
+        save_png(outcome.sample.screenshot, out / rel)
+        record["sample"] = {"step": outcome.sample.step, "screenshot": rel.as_posix(),
+                            "kept_map": outcome.sample.kept_map}
+    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def run_eval(config: EvalConfig, out_dir: str | Path, *, model: Any = None, env_factory: EnvFactory | None = None,
+             policy_factory: PolicyFactory | None = None, progress: bool = True) -> EvalReport:
+    """Run every episode of ``config.runs()`` not yet in ``<out_dir>/episodes.jsonl``.
+
+    Args:
+        config: the grid and setup; written to ``<out_dir>/config.json``.
+        out_dir: results folder; created if needed. Rerunning resumes.
+        model: an already loaded model object for the ``vlm`` policy (in-process only);
+            None uses ``config.model``.
+        env_factory: ``(task, *, max_steps, viewport) -> env``; default :func:`make_env`.
+        policy_factory: ``(name, *, env, pruning, seed, model, history, fidelity) -> policy``;
+            default :func:`catp_agent.evaluation.episode.build_policy`. With ``workers > 1`` both
+            factories must be picklable (module-level functions).
+        progress: show a tqdm bar.
+
+    Raises:
+        ValueError: a model object together with ``workers > 1``, or ``out_dir`` holding
+            results of another setup (see :func:`write_config`).
+    """
+    from tqdm.auto import tqdm
+
+    if model is not None and not isinstance(model, str) and config.workers > 1:
+        raise ValueError("a loaded model object cannot be shared with worker processes; "
+                         "pass model=None and set EvalConfig.model to a path, or use workers=1")
+    out = Path(out_dir)
+    write_config(out, config)
+    results = ResultsFile(out)
+    done = results.finished(config.retry_errors)
+    runs = config.runs()
+    pending = [r for r in runs if r.key not in done]
+    counts = {"ran": 0, "successes": 0, "errors": 0}
+    bar = tqdm(total=len(pending), desc="eval", unit="ep", disable=not progress or not pending)
+
+    def finish(run: Run, outcome: EpisodeOutcome) -> None:
+        record = _record(run, outcome, config, out)
+        results.append(record)
+        counts["ran"] += 1
+        counts["successes"] += int(bool(record["success"]))
+        counts["errors"] += int(bool(record["error"]))
+        bar.set_postfix(ok=f"{counts['successes']}/{counts['ran']}", err=counts["errors"], refresh=False)
+        bar.update(1)
+
+    try:
+        if config.workers == 1 or len(pending) <= 1:
+            player = _EpisodePlayer(config, model, env_factory, policy_factory)
+            try:
+                for run in pending:
+                    bar.set_description(f"eval {run.task} {run.label} s{run.seed}", refresh=False)
+                    finish(run, player.play(run))
+            finally:
+                player.close()
+        else:
+            _run_parallel(config, pending, env_factory, policy_factory, finish)
+    finally:
+        bar.close()
+    return EvalReport(str(out), len(runs), len(runs) - len(pending), counts["ran"], counts["successes"],
+                      counts["errors"])
+
+
+def _run_parallel(config: EvalConfig, pending: list[Run], env_factory: EnvFactory | None,
+                  policy_factory: PolicyFactory | None, finish: Callable[[Run, EpisodeOutcome], None]) -> None:
+    """Spawned workers pull runs from a queue; only this process writes results. On any
+    interruption the workers are terminated (their episodes in flight are lost, as on a kill)."""
+    context = multiprocessing.get_context("spawn")
+    n = min(config.workers, len(pending))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    jobs, results = context.Queue(), context.Queue()
+    for run in pending:
+        jobs.put(run)
+    for _ in range(n):
+        jobs.put(None)
+    procs = [context.Process(target=_worker_main, name=f"catp-eval-worker-{i}", daemon=True,
+                             args=(config, env_factory, policy_factory, threads, jobs, results)) for i in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        remaining = len(pending)
+        while remaining:
+            try:
+                run, outcome = results.get(timeout=1.0)
+            except queue.Empty:
+                if not any(proc.is_alive() for proc in procs):
+                    codes = [proc.exitcode for proc in procs]
+                    raise RuntimeError(f"all worker processes exited (exit codes {codes}) with {remaining} "
+                                       "episodes left; rerun the same command to resume") from None
+                continue
+            finish(run, outcome)
+            remaining -= 1
+        for proc in procs:
+            proc.join()
+    except BaseException:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+        raise
