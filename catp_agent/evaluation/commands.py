@@ -150,6 +150,8 @@ def _ablate(args: argparse.Namespace) -> int:
     from catp_agent.evaluation.presets import PRESETS
 
     preset = PRESETS[args.preset]
+    user_fields = {item.split("=", 1)[0].strip() for item in args.overrides}
+    args.overrides = [f"{k}={v}" for k, v in preset.overrides if k not in user_fields] + list(args.overrides)
     return _run_grid("ablate", args, preset.variants, preset.ratios)
 
 

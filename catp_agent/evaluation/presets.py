@@ -5,7 +5,8 @@
     fastv, divprune, random, recency             (the baselines)
     at R = 0.667, 0.778, 0.889
 
-``catp-agent ablate`` is ``catp-agent eval`` with this grid.
+``catp-agent ablate`` is ``catp-agent eval`` with this grid and ``score_normalization=minmax``
+(override with ``--set score_normalization=raw``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Preset:
     variants: tuple[Variant, ...]
     ratios: tuple[float, ...]
     description: str = ""
+    # PruningConfig fields the preset sets unless the user --set them
+    overrides: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if len(set(self.variants)) != len(self.variants):
@@ -46,6 +49,10 @@ ABLATION = Preset(
     ),
     ratios=(0.667, 0.778, 0.889),
     description="temporal vs layer difference: catp modes x persistence, and the baselines",
+    # dA and dT are ~1e-3 while the cosine term is ~1: raw sums would let the cosine decide
+    # alone and every mode would rank alike. Min-max normalising each term makes them comparable
+    # (and keeps the scores persistence multiplies non-negative).
+    overrides=(("score_normalization", "minmax"),),
 )
 
 PRESETS: dict[str, Preset] = {ABLATION.name: ABLATION}
