@@ -27,7 +27,7 @@ from catp_agent.models.adapters import ModelAdapter, adapter_for
 from catp_agent.models.attention_rows import AttentionRowRecorder
 from catp_agent.models.cache import PrunedCache, cache_nbytes
 from catp_agent.models.spans import SequenceLayout, build_layout
-from catp_agent.pruning import keep_count, stage2_removal
+from catp_agent.pruning import stage2_removal
 from catp_agent.records import ContextCandidates, ContextSignals, ForwardRecord
 
 SignalProvider = Callable[[ContextCandidates], ContextSignals | None]
@@ -352,7 +352,3 @@ def attach(model: nn.Module, cfg: PruningConfig) -> PruningHandle:
     """Install pruning on ``model`` until ``handle.remove()``; prefer :func:`prune` (a ``with``)."""
     return PruningHandle(model, cfg)
 
-
-def expected_kept(n_image_tokens: int, ratio: float) -> int:
-    """Image tokens that survive all stages for a total of ``n_image_tokens`` at ratio R."""
-    return keep_count(n_image_tokens, ratio)
