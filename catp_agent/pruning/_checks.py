@@ -74,3 +74,14 @@ def check_no_nan(name: str, x: Tensor) -> None:
     """Raise if ``x`` holds NaN (a NaN score has no rank)."""
     if bool(torch.isnan(x).any()):
         raise ValueError(f"{name} must not contain NaN, got {int(torch.isnan(x).sum())} NaN(s)")
+
+
+def check_matrix_vector(matrix_name: str, matrix: torch.Tensor, vector_name: str, vector: torch.Tensor) -> None:
+    """A (n, d) matrix and a (d,) vector that must match in d."""
+    check_tensor(matrix_name, matrix, 2)
+    check_tensor(vector_name, vector, 1)
+    if vector.shape[0] != matrix.shape[1]:
+        raise ValueError(
+            f"{vector_name} must have shape ({matrix.shape[1]},) to match {matrix_name} {tuple(matrix.shape)}, "
+            f"got {tuple(vector.shape)}"
+        )

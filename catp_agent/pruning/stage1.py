@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_float, check_int, check_tensor, compute_dtype
+from ._checks import check_float, check_int, check_matrix_vector, check_tensor, compute_dtype
 
 # Relative tolerance under which two greedy gains / distances count as tied (32 machine
 # epsilons of the compute dtype, relative to max(1, |best value|)): about the rounding error of
@@ -73,13 +73,7 @@ def pairwise_similarity(x: Tensor) -> Tensor:
 
 def similarity_to_vector(x: Tensor, vector: Tensor) -> Tensor:
     """``s(x_j, v)`` for every row of ``x``: ``(n, dim), (dim,) -> (n,)``, values in ``[0, 1]``."""
-    check_tensor("x", x, 2)
-    check_tensor("vector", vector, 1)
-    if vector.shape[0] != x.shape[1]:
-        raise ValueError(
-            f"vector must have shape ({x.shape[1]},) to match x {tuple(x.shape)}, "
-            f"got {tuple(vector.shape)}"
-        )
+    check_matrix_vector("x", x, "vector", vector)
     xn = _normalized(x)
     vn = _normalized(vector.to(device=x.device)).to(xn.dtype)
     cos = (xn @ vn).clamp_(-1.0, 1.0)

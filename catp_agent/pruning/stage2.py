@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
+    check_matrix_vector,
     check_choice,
     check_float,
     check_int,
@@ -66,13 +67,7 @@ def cosine_to_vector(hidden: Tensor, vector: Tensor) -> Tensor:
 
     A zero row or zero vector gives cosine 0.
     """
-    check_tensor("hidden", hidden, 2)
-    check_tensor("vector", vector, 1)
-    if vector.shape[0] != hidden.shape[1]:
-        raise ValueError(
-            f"vector must have shape ({hidden.shape[1]},) to match hidden {tuple(hidden.shape)}, "
-            f"got {tuple(vector.shape)}"
-        )
+    check_matrix_vector("hidden", hidden, "vector", vector)
     dtype = compute_dtype(hidden)
     hn = F.normalize(hidden.to(dtype), dim=-1, eps=1e-12)
     vn = F.normalize(vector.to(device=hidden.device, dtype=dtype), dim=-1, eps=1e-12)
