@@ -8,6 +8,7 @@ Usage (each subcommand has its own --help):
     catp-agent ablate --tasks catp/login-v0 --seeds 0-2 --out runs/ablate   # temporal vs layer difference
     catp-agent bench --json                 # prefill latency, KV cache and FLOPs per method and R
     catp-agent tasks                        # list the registered web tasks
+    catp-agent train --out runs/train       # train the default agent model (CPU, behaviour cloning)
 
 Subcommand modules register themselves in SUBCOMMANDS as "module:register_function"; each
 register function adds its parser and sets ``func``. Modules load only when named, so
@@ -26,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("catp_agent.evaluation.commands:register_ablate", "the temporal-vs-layer ablation grid"),
     "bench": ("catp_agent.bench:register", "prefill latency / KV cache / FLOPs per method and ratio"),
     "tasks": ("catp_agent.evaluation.commands:register_tasks", "list the registered web tasks"),
+    "train": ("catp_agent.training.commands:register_train", "behaviour-clone the default agent model from the task oracles"),
 }
 
 

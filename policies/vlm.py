@@ -17,6 +17,7 @@ from PIL import Image
 
 from catp_agent import PruningConfig, prune
 from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache, build_messages, parse_action_text
+from catp_agent.agent.prompt import expand_image_tokens
 from catp_agent.agent.model_io import AgentModel, load_agent_model
 from catp_agent.models.adapters import adapter_for
 from policies.base import register_policy
@@ -83,11 +84,7 @@ class VLMPolicy:
         counts = [int(f.shape[0]) for f in features.pooler_output]
         messages = build_messages(screens, instruction, last_error)
         text = self.agent.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        token = self.agent.image_token
-        parts = text.split(token)
-        if len(parts) - 1 != len(counts):
-            raise RuntimeError(f"the chat template produced {len(parts) - 1} image placeholders for {len(counts)} screenshots")
-        text = parts[0] + "".join(token * c + p for c, p in zip(counts, parts[1:]))
+        text = expand_image_tokens(text, self.agent.image_token, counts)
         enc = self.agent.tokenizer([text], return_tensors="pt")
         inputs: dict[str, Any] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                                   "mm_encoder_outputs": {"image": features}}

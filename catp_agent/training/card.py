@@ -1,0 +1,83 @@
+"""The model card written next to a trained model (README.md of the model folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["write_model_card"]
+
+
+def write_model_card(out: Path, summary: dict, evaluation: str | None = None) -> Path:
+    """Write ``out/README.md`` from the training summary; ``evaluation``: a markdown section
+    with measured held-out results (left as a pointer to the command when None)."""
+    cfg = summary["config"]
+    size = cfg["size"]
+    config = json.loads((out / "config.json").read_text())
+    final = summary.get("final", {})
+    n_params = summary["parameters"]
+    weights = out / "model.safetensors"
+    mb = weights.stat().st_size / 2**20 if weights.exists() else float("nan")
+    seeds_last = cfg["seed_start"] + cfg["episodes_per_task"] - 1
+    val_first = cfg["seed_start"] + cfg["episodes_per_task"] - cfg["val_episodes_per_task"]
+    tasks = ", ".join(f"`{t}`" for t in cfg["tasks"])
+    lines = [
+        "# catp-agent default model",
+        "",
+        "A small LLaVA-architecture web agent trained from scratch, on a CPU, by behaviour cloning of the",
+        "bundled tasks' DOM oracles. It exists so that the pipeline (pruning, temporal signals, ablations)",
+        "can be run and measured out of the box; it is not a general GUI agent.",
+        "",
+        "## Architecture",
+        "",
+        f"- `LlavaForConditionalGeneration` ({config.get('architectures', ['?'])[0]}), {n_params / 1e6:.2f} M parameters, "
+        f"float32 safetensors ({mb:.1f} MB).",
+        f"- Vision: CLIP ViT, {size['vision_layers']} layers, width {size['vision_hidden']}, {size['image_size']}x{size['image_size']} "
+        f"input, {size['patch_size']} px patches: {size['image_tokens']} image tokens per screenshot "
+        "(the screenshot is squashed to a square, nothing is cropped).",
+        f"- Projector: LLaVA's two-layer MLP. Decoder: Llama, {size['layers']} layers, width {size['hidden']}, "
+        f"{size['heads']} heads ({size['kv_heads']} KV heads), MLP {size['intermediate']}.",
+        f"- Tokenizer: byte-level BPE ({size['vocab_size']} entries) learned offline from the training prompts and actions, "
+        "digits split one by one; LLaVA special tokens and chat template.",
+        "",
+        "## Data",
+        "",
+        f"- Tasks: {tasks}.",
+        f"- Demonstrations: the oracle of each task on seeds {cfg['seed_start']}-{seeds_last} "
+        f"({cfg['episodes_per_task']} per task), clicks rounded to multiples of 10 px and executed; only solved "
+        "episodes are kept. "
+        f"Seeds {val_first}-{seeds_last} of each task are held out for validation. Evaluation uses seeds below 1000: "
+        "training and evaluation seeds are disjoint.",
+        f"- {summary['train_samples']} training samples from {summary['train_episodes']} episodes "
+        f"({summary['val_samples']} validation samples).",
+        f"- Prompt: exactly `VLMPolicy`'s (history window {cfg['history']}: each past screenshot followed by "
+        "`Action: <action>`, then the current screenshot, `Task: <instruction>`, `Next action:`); target: the action, then `</s>`.",
+        "",
+        "## Training",
+        "",
+        f"- AdamW, peak lr {cfg['lr']}, {cfg['warmup_steps']} warm-up steps, cosine decay to {cfg['min_lr_ratio']} x peak, "
+        f"batch {cfg['batch_size']}, weight decay {cfg['weight_decay']}, gradient clip {cfg['grad_clip']}, seed {cfg['seed']}.",
+        f"- {summary['steps']} steps of {summary['total_steps']} planned"
+        + (" (stopped by the time budget)" if summary.get("stopped_early") else "")
+        + f"; training {summary['train_s'] / 60:.1f} min, demo collection {summary['collect_s'] / 60:.1f} min, "
+        f"on {summary['machine']['cpu_threads']} CPU threads ({summary['machine']['platform']}, torch {summary['machine']['torch']}).",
+        f"- Final validation (teacher forced): answer loss {final.get('val_loss', float('nan')):.4f}, "
+        f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} %.",
+        "- Reproduce: `catp-agent train --out DIR` (the defaults are this recipe); `training_log.jsonl` has the loss per step.",
+        "",
+        "## Evaluation",
+        "",
+        evaluation or "Held-out success: `catp-agent eval --model DIR --tasks bundled --seeds 0-9 --methods none`.",
+        "",
+        "## Limits",
+        "",
+        "- Knows only the eight bundled task families, at the default 640x480 viewport; it has never seen MiniWoB++ or",
+        "  any other page, and will not generalise to them.",
+        "- Trained with a history window of 3: use `--history 3` (the default).",
+        "- Random weights at the start and a few CPU-hours' worth of data at most: its mistakes are a small model's mistakes,",
+        "  e.g. clicking a neighbouring item in a long list.",
+        "",
+    ]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,85 @@
+"""``catp-agent train``: behaviour-clone the default agent model from the tasks' oracles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register_train"]
+
+EPILOG = """\
+examples:
+  catp-agent train                                   # the shipped recipe, into runs/train
+  catp-agent train --out catp_agent/assets/default_model   # replace the bundled model
+  catp-agent train --episodes-per-task 20 --epochs 1 --out runs/quick   # a quick smoke run
+  catp-agent eval --model runs/train --tasks bundled --seeds 0-9 --methods none   # held-out success
+
+Demonstrations are cached in --demo-dir (reused by later runs). Training is deterministic from
+--seed on a given machine and thread count. An interrupted run resumes from OUT/train_state.pt
+when rerun with the same arguments. Evaluation seeds are those below 1000; demos start at
+--seed-start (>= 1000), so the two never overlap.
+"""
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
+
+
+def register_train(parser: argparse.ArgumentParser) -> None:
+    from catp_agent.training.train import TrainConfig
+
+    d = TrainConfig()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--out", default=d.out, help="output model folder (from_pretrained layout) (default: %(default)s)")
+    parser.add_argument("--demo-dir", default=d.demo_dir, help="demonstration cache (default: %(default)s)")
+    parser.add_argument("--tasks", default="bundled", help="comma list of env ids, or 'bundled' (default: %(default)s)")
+    parser.add_argument("--episodes-per-task", type=_positive(int), default=d.episodes_per_task,
+                        help="oracle episodes per task, the last --val-episodes of them held out (default: %(default)s)")
+    parser.add_argument("--val-episodes", type=int, default=d.val_episodes_per_task, help="per task (default: %(default)s)")
+    parser.add_argument("--seed-start", type=int, default=d.seed_start, help="first demo seed, >= 1000 (default: %(default)s)")
+    parser.add_argument("--history", type=int, default=d.history, help="past screens in each prompt (default: %(default)s)")
+    parser.add_argument("--epochs", type=_positive(float), default=d.epochs, help="passes over the samples (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive(int), default=d.batch_size, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=_positive(float), default=d.lr, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="weights and batch order (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads, 0 = default (default: %(default)s)")
+    parser.add_argument("--workers", type=_positive(int), default=d.workers, help="browser processes collecting demos (default: %(default)s)")
+    parser.add_argument("--time-budget", type=float, default=0.0, metavar="MIN",
+                        help="stop training after MIN minutes and save what there is (default: no limit)")
+    parser.add_argument("--keep-state", action="store_true", help="keep OUT/train_state.pt (optimizer state) after a finished run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from catp_agent.training.card import write_model_card
+    from catp_agent.training.train import BUNDLED_TASKS, TrainConfig, train
+
+    tasks = BUNDLED_TASKS if args.tasks == "bundled" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:
+        cfg = TrainConfig(out=args.out, demo_dir=args.demo_dir, tasks=tasks, episodes_per_task=args.episodes_per_task,
+                          val_episodes_per_task=args.val_episodes, seed_start=args.seed_start, history=args.history,
+                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          threads=args.threads, workers=args.workers, time_budget_s=60.0 * args.time_budget)
+    except ValueError as exc:
+        print(f"catp-agent train: {exc}", file=sys.stderr)
+        return 2
+    summary = train(cfg, progress=not args.no_progress)
+    write_model_card(Path(cfg.out), summary)
+    if not args.keep_state:
+        (Path(cfg.out) / "train_state.pt").unlink(missing_ok=True)
+    final = summary["final"]
+    print(json.dumps({"out": cfg.out, "steps": summary["steps"], "train_s": summary["train_s"],
+                      "val_loss": final.get("val_loss"), "val_action_acc": final.get("val_action_acc")}))
+    return 0

@@ -1,0 +1,116 @@
+"""The default agent model's architecture, tokenizer and image processor, built offline.
+
+Architecture: LLaVA (``LlavaForConditionalGeneration``), scaled down. Why LLaVA rather than
+Qwen2-VL: a web agent clicks at pixel coordinates, so the model must say *where* a patch is.
+CLIP's vision tower adds a learned absolute position embedding to every patch, which a small
+model trained from scratch on a CPU learns to read out quickly; Qwen2-VL's vision tower and
+decoder only carry relative (rotary) positions, so absolute coordinates would have to be
+derived indirectly. Both families are supported by the pruning adapters.
+
+Screens are resized (squashed, no crop) to 336x336 and cut into 28x28 patches: 12x12 = 144
+image tokens per screenshot. The decoder (Llama) has 6 layers, so CATP's default K is a real
+shallow layer.
+
+Tokenizer: byte-level BPE learned from the demonstrations' text (instructions, actions, the
+prompt scaffolding), with digits always split one by one (coordinates are written digit by
+digit) and LLaVA's special tokens. Byte-level means any text encodes and decodes exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
+
+from catp_agent.models.tiny import LLAVA_SPECIALS, LLAVA_TEMPLATE
+
+__all__ = ["ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model"]
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The sizes of the default model (defaults: the shipped one)."""
+
+    image_size: int = 336
+    patch_size: int = 28
+    vision_hidden: int = 192
+    vision_layers: int = 3
+    vision_heads: int = 4
+    hidden: int = 192
+    layers: int = 6
+    heads: int = 6
+    kv_heads: int = 2
+    intermediate: int = 512
+    vocab_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.layers < 3:
+            raise ValueError(f"layers must be >= 3 (CATP needs layers K-1, K, K+1), got {self.layers}")
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise ValueError(f"hidden {self.hidden} / heads {self.heads} / kv_heads {self.kv_heads} do not divide")
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over ``texts`` (deterministic for the same texts), LLaVA specials, chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(LLAVA_SPECIALS), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), min_frequency=2,
+    )
+    core.train_from_iterator(list(texts), trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=["<image>"],
+    )
+    tok.chat_template = LLAVA_TEMPLATE
+    return tok
+
+
+def build_image_processor(size: ModelSize = ModelSize()) -> CLIPImageProcessorPil:
+    """Squash the screenshot to image_size x image_size (no crop: nothing on the page is cut off)."""
+    side = size.image_size
+    return CLIPImageProcessorPil(size={"height": side, "width": side}, do_center_crop=False,
+                                 crop_size={"height": side, "width": side})
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, size: ModelSize = ModelSize(), seed: int = 0) -> LlavaForConditionalGeneration:
+    """A freshly initialised model (weights from ``seed``), SDPA attention, train mode."""
+    text = dict(
+        model_type="llama", vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
+        max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
+    )
+    vision = dict(
+        model_type="clip_vision_model", hidden_size=size.vision_hidden, intermediate_size=4 * size.vision_hidden,
+        num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads, image_size=size.image_size,
+        patch_size=size.patch_size, projection_dim=size.vision_hidden,
+    )
+    config = LlavaConfig(
+        text_config=text, vision_config=vision, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=False,
+        image_seq_length=size.image_tokens,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model

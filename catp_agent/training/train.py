@@ -1,0 +1,258 @@
+"""Behaviour cloning of the default agent model on the bundled tasks' oracle demonstrations.
+
+``train(TrainConfig(...))`` runs the whole recipe: collect demos (seeds from ``seed_start`` up,
+disjoint from the evaluation seeds below 1000), learn the tokenizer, build the model, train
+with AdamW and a cosine schedule, and save a ``from_pretrained`` folder (safetensors weights,
+config, tokenizer, image processor, ``training_log.jsonl``, ``training.json``).
+
+Deterministic from ``seed`` on a given machine and thread count: demos are collected in a fixed
+order, the tokenizer is learned from them in that order, weights start from ``seed`` and the
+batch order is a seeded permutation per epoch. A ``train_state.pt`` is written every
+``save_every`` steps; a rerun with the same arguments resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from catp_agent.training.data import Batch, SampleSet, corpus_texts
+from catp_agent.training.demos import collect_demos, load_demos
+from catp_agent.training.model import ModelSize, build_bpe_tokenizer, build_image_processor, build_model
+
+__all__ = ["BUNDLED_TASKS", "TrainConfig", "train"]
+
+BUNDLED_TASKS = tuple(f"catp/{t}-v0" for t in ("login", "menu", "tabs", "search", "form", "cart", "pagination", "settings"))
+EVAL_SEEDS_BELOW = 1000
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/train"
+    demo_dir: str = ".cache/demos"
+    tasks: tuple[str, ...] = BUNDLED_TASKS
+    episodes_per_task: int = 300
+    seed_start: int = 10000
+    val_episodes_per_task: int = 8  # the last seeds of each task's range: not trained on
+    history: int = 3
+    epochs: float = 4.0
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    workers: int = 2  # demo collection processes
+    save_every: int = 200
+    eval_every: int = 200
+    time_budget_s: float = 0.0  # stop (and save) after this much training time; 0: no limit
+    size: ModelSize = field(default_factory=ModelSize)
+
+    def __post_init__(self) -> None:
+        if self.seed_start < EVAL_SEEDS_BELOW:
+            raise ValueError(f"seed_start must be >= {EVAL_SEEDS_BELOW} (evaluation uses seeds below it), got {self.seed_start}")
+        if self.episodes_per_task <= self.val_episodes_per_task:
+            raise ValueError(f"episodes_per_task ({self.episodes_per_task}) must exceed val_episodes_per_task ({self.val_episodes_per_task})")
+        if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0:
+            raise ValueError(f"batch_size, epochs and lr must be positive, got {self.batch_size}, {self.epochs}, {self.lr}")
+        if self.history < 0:
+            raise ValueError(f"history must be >= 0, got {self.history}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        return d
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean answer-token loss, per-token correct (bool), per-token sample row) for ``batch``.
+
+    The screens are encoded once per batch; their features replace the image tokens' embeddings,
+    which is what the model's own forward does with ``pixel_values``.
+    """
+    cfg = model.config
+    feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
+                                           vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+    feats = getattr(feats, "pooler_output", feats)
+    feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+    feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
+    embeds = model.get_input_embeddings()(batch.input_ids)
+    mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
+    embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+    # Position t predicts token t+1: score only the answer tokens.
+    targets = batch.labels[:, 1:]
+    rows, cols = torch.nonzero(targets != -100, as_tuple=True)
+    logits = model.lm_head(hidden[rows, cols])
+    gold = targets[rows, cols]
+    loss = F.cross_entropy(logits.float(), gold)
+    return loss, logits.argmax(-1) == gold, rows
+
+
+def _action_accuracy(correct: torch.Tensor, rows: torch.Tensor, n: int) -> float:
+    wrong = torch.zeros(n, dtype=torch.long).index_add_(0, rows, (~correct).long())
+    return float((wrong == 0).float().mean())
+
+
+def evaluate(model, data: SampleSet, batch_size: int, tokens_per_image: int) -> dict[str, float]:
+    """Teacher-forced answer loss and exact-action accuracy on ``data``."""
+    model.eval()
+    losses, exact, count = [], 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            idx = list(range(start, min(len(data), start + batch_size)))
+            loss, correct, rows = forward_loss(model, data.batch(idx, tokens_per_image))
+            losses.append(float(loss) * len(idx))
+            exact += _action_accuracy(correct, rows, len(idx)) * len(idx)
+            count += len(idx)
+    model.train()
+    return {"val_loss": sum(losses) / max(1, count), "val_action_acc": exact / max(1, count)}
+
+
+def _split(demos, cfg: TrainConfig):
+    train_d, val_d = [], []
+    for task in cfg.tasks:
+        mine = sorted((d for d in demos if d.task == task), key=lambda d: d.seed)
+        cut = cfg.seed_start + cfg.episodes_per_task - cfg.val_episodes_per_task
+        train_d += [d for d in mine if d.seed < cut]
+        val_d += [d for d in mine if d.seed >= cut]
+    return train_d, val_d
+
+
+def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
+    """Run the recipe; returns the final metrics (also in ``out/training.json``)."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    seeds = range(cfg.seed_start, cfg.seed_start + cfg.episodes_per_task)
+    log(f"collecting oracle demos: {len(cfg.tasks)} tasks x seeds {seeds.start}-{seeds.stop - 1} -> {cfg.demo_dir}")
+    report = collect_demos(cfg.demo_dir, cfg.tasks, seeds, workers=cfg.workers, progress=progress)
+    collect_s = time.perf_counter() - t_start
+    demos = [d for d in load_demos(cfg.demo_dir, cfg.tasks) if d.seed in seeds]
+    train_d, val_d = _split(demos, cfg)
+    if not train_d:
+        raise RuntimeError(f"no demonstrations in {cfg.demo_dir} for {list(cfg.tasks)}: collection report {report}")
+
+    tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
+    image_processor = build_image_processor(cfg.size)
+    model = build_model(tokenizer, cfg.size, seed=cfg.seed)
+    model.train()
+    n_tok = cfg.size.image_tokens
+    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
+    train_set = SampleSet(train_d, tokenizer, image_processor, cfg.history, progress)
+    val_set = SampleSet(val_d, tokenizer, image_processor, cfg.history, progress=False)
+    log(f"samples: {len(train_set)} train ({len(train_d)} episodes), {len(val_set)} validation ({len(val_d)} episodes)")
+
+    steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or "embedding" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.98))
+
+    state_path = out / "train_state.pt"
+    log_path = out / "training_log.jsonl"
+    step, train_s = 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if state["config"] != cfg.to_dict():
+            raise RuntimeError(f"{state_path} was written by a different configuration; delete it or use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, train_s = state["step"], state["train_s"]
+        log(f"resuming at step {step}/{total}")
+    elif log_path.exists():
+        log_path.unlink()
+
+    def save_state() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "step": step, "train_s": train_s}, tmp)
+        os.replace(tmp, state_path)
+
+    def order_for(epoch: int) -> np.ndarray:
+        return np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
+
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress)
+    metrics: dict = {}
+    running = None
+    stopped_early = False
+    with open(log_path, "a") as logf:
+        while step < total:
+            epoch, pos = divmod(step, steps_per_epoch)
+            idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+            t0 = time.perf_counter()
+            lr = _lr_at(cfg, step, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            train_s += time.perf_counter() - t0
+            step += 1
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": round(value, 5), "lr": lr,
+                      "grad_norm": round(gnorm, 4), "token_acc": round(float(correct.float().mean()), 4),
+                      "train_s": round(train_s, 1)}
+            if step % cfg.eval_every == 0 or step == total:
+                record.update({k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()})
+                metrics = record
+            logf.write(json.dumps(record) + "\n")
+            logf.flush()
+            bar.set_postfix(loss=f"{running:.3f}", **({"val_acc": f"{record['val_action_acc']:.2f}"} if "val_action_acc" in record else {}))
+            bar.update(1)
+            if step % cfg.save_every == 0:
+                save_state()
+            if cfg.time_budget_s and train_s >= cfg.time_budget_s and step < total:
+                log(f"time budget of {cfg.time_budget_s:.0f} s reached at step {step}/{total}: stopping here")
+                stopped_early = True
+                break
+    bar.close()
+    if "val_action_acc" not in metrics or metrics.get("step") != step:
+        metrics = {"step": step, **{k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()}}
+    save_state()
+
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    summary = {
+        "config": cfg.to_dict(),
+        "steps": step, "total_steps": total, "stopped_early": stopped_early,
+        "train_samples": len(train_set), "train_episodes": len(train_d), "val_samples": len(val_set),
+        "val_episodes": len(val_d), "demo_report": report,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "collect_s": round(collect_s, 1), "train_s": round(train_s, 1),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "final": metrics, "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                                      "torch": torch.__version__},
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,126 @@
+"""Behaviour-cloning pieces: demos, tokenizer, samples in the agent's exact prompt format, and a
+training step that learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from catp_agent.agent.model_io import load_agent_model
+from catp_agent.training.data import SampleSet, corpus_texts, prompt_messages
+from catp_agent.training.demos import Demo, round_action
+from catp_agent.training.model import ModelSize, build_bpe_tokenizer, build_image_processor, build_model
+from catp_agent.training.train import TrainConfig, forward_loss
+
+SMALL = ModelSize(image_size=112, patch_size=28, vision_hidden=32, vision_layers=1, vision_heads=2, hidden=48,
+                  layers=3, heads=4, kv_heads=2, intermediate=64, vocab_size=300)
+
+
+def _demo(seed: int, steps: int = 3, task: str = "catp/login-v0") -> Demo:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, size=(steps, 48, 64, 3), dtype=np.uint8)
+    actions = [f"click({10 * (seed + i)}, {20 + 10 * i})" for i in range(steps - 1)] + ['type("alice7")']
+    return Demo(task, 10000 + seed, f'Log in as "alice7" number {seed}.', frames, actions, [""] * (steps - 1) + ["bad click"])
+
+
+@pytest.fixture(scope="module")
+def parts():
+    demos = [_demo(s, steps=3 + s % 3) for s in range(6)]
+    tok = build_bpe_tokenizer(corpus_texts(demos, history=2), SMALL.vocab_size)
+    return demos, tok, build_image_processor(SMALL)
+
+
+def test_round_action_rounds_clicks_only():
+    assert round_action("click(295, 111)") == "click(300, 110)"
+    assert round_action("double_click(4, 13)", round_to=8) == "double_click(0, 16)"  # half to even
+    assert round_action('type("x 295")') == 'type("x 295")'
+    with pytest.raises(ValueError, match="round_to"):
+        round_action("click(1, 2)", round_to=0)
+
+
+def test_tokenizer_round_trips_and_splits_digits(parts):
+    demos, tok, _ = parts
+    for text in corpus_texts(demos, history=2) + ['type("Zürich ünïcode 12345")', "click(640, 480)"]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    pieces = tok.convert_ids_to_tokens(tok("click(305, 120)", add_special_tokens=False)["input_ids"])
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == ["3", "0", "5", "Ġ1", "2", "0"] or \
+        all(len(p.strip("Ġ")) == 1 for p in pieces if any(c.isdigit() for c in p))
+    assert tok("<image>", add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids("<image>")]
+
+
+def test_samples_match_the_agent_prompt_exactly(parts):
+    """What training feeds the model is what VLMPolicy feeds it: same ids, same screens."""
+    from policies.vlm import VLMPolicy
+
+    demos, tok, proc = parts
+    model = build_model(tok, SMALL, seed=0).eval()
+    history = 2
+    data = SampleSet(demos[:2], tok, proc, history=history, progress=False)
+    agent = load_agent_model(model, tokenizer=tok, image_processor=proc)
+    k = 0
+    for demo in demos[:2]:
+        policy = VLMPolicy(agent, history=history)
+        policy.reset()
+        for t in range(len(demo)):
+            policy.window.observe(demo.frames[t])
+            inputs, _ = policy.build_inputs(demo.instruction, demo.errors[t])
+            batch = data.batch([k], SMALL.image_tokens)
+            n_prompt = int((batch.labels[0] == -100).sum())
+            assert batch.input_ids[0, :n_prompt].tolist() == inputs["input_ids"][0].tolist()
+            answer = batch.input_ids[0, n_prompt:].tolist()
+            assert tok.decode(answer[:-1]) == " " + demo.actions[t] and answer[-1] == tok.eos_token_id
+            # the screens' pixels equal the processor's output (up to float rounding)
+            ref = torch.cat([policy._image_inputs[s.screenshot_id]["pixel_values"] for s in policy.window.screens()])
+            assert torch.allclose(batch.pixel_values[batch.frame_order], ref, atol=1e-5)
+            policy.window.act(demo.actions[t])
+            k += 1
+    assert k == len(data)
+
+
+def test_prompt_history_window(parts):
+    demos, _, _ = parts
+    msgs = prompt_messages(demos[5], 4, history=2)
+    content = msgs[0]["content"]
+    assert [c["type"] for c in content] == ["image", "text"] * 3
+    assert content[1]["text"] == f"Action: {demos[5].actions[2]}\n" and content[3]["text"] == f"Action: {demos[5].actions[3]}\n"
+    assert content[-1]["text"].startswith(f"Task: {demos[5].instruction}\n")
+
+
+def test_training_steps_fit_a_batch(parts):
+    """A few optimizer steps on one batch drive its loss down: gradients reach the answer."""
+    demos, tok, proc = parts
+    torch.manual_seed(0)
+    model = build_model(tok, SMALL, seed=0).train()
+    data = SampleSet(demos, tok, proc, history=2, progress=False)
+    batch = data.batch(list(range(8)), SMALL.image_tokens)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss, _, _ = forward_loss(model, batch)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.3 * first
+
+
+def test_forward_loss_equals_the_models_own_forward(parts):
+    """Encoding screens once per batch and scattering them is the model's forward with pixel_values."""
+    demos, tok, proc = parts
+    model = build_model(tok, SMALL, seed=1).eval()
+    data = SampleSet(demos[:1], tok, proc, history=2, progress=False)
+    batch = data.batch([2], SMALL.image_tokens)
+    with torch.no_grad():
+        loss, _, _ = forward_loss(model, batch)
+        ref = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    pixel_values=batch.pixel_values[batch.frame_order], labels=batch.labels).loss
+    assert abs(float(loss) - float(ref)) < 1e-5
+
+
+def test_train_config_rejects_overlapping_seeds():
+    with pytest.raises(ValueError, match="seed_start"):
+        TrainConfig(seed_start=500)
+    with pytest.raises(ValueError, match="episodes_per_task"):
+        TrainConfig(episodes_per_task=4, val_episodes_per_task=4)
