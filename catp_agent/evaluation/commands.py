@@ -176,34 +176,63 @@ def _run(args: argparse.Namespace) -> int:
     from catp_agent.evaluation.grid import parse_overrides
     from catp_agent.evaluation.single import default_task, run_single
 
+    if args.episodes < 1:
+        return _err("run", f"--episodes must be >= 1, got {args.episodes}")
     try:
         ratio = 0.0 if args.method == "none" else args.ratio
         pruning = PruningConfig(method=args.method, ratio=ratio, mode=args.mode, persistence=args.persistence,
                                 seed=args.seed, **dict(parse_overrides(args.overrides)))
         task = args.task or default_task()
         log = None if args.json else print
-        if log:
-            prunes = args.policy == "vlm"  # the other built-in policies see no image tokens
-            print(f"{task}  seed {args.seed}  policy {args.policy}"
-                  + (f"  method {args.method}" if prunes else "")
-                  + (f"  R={ratio:g}  mode {args.mode}" if prunes and not pruning.is_identity else ""))
-        result = run_single(task, args.seed, args.policy, pruning, args.model, args.max_steps, args.history,
-                            args.fidelity, args.trace, speedup=not args.no_speedup, log=log)
+        results = []
+        for i in range(args.episodes):
+            seed = args.seed + i
+            if log:
+                prunes = args.policy == "vlm"  # the other built-in policies see no image tokens
+                print(f"{task}  seed {seed}  policy {args.policy}"
+                      + (f"  method {args.method}" if prunes else "")
+                      + (f"  R={ratio:g}  mode {args.mode}" if prunes and not pruning.is_identity else ""))
+            trace = args.trace if args.episodes == 1 or args.trace is None else f"{args.trace}/seed{seed}"
+            result = run_single(task, seed, args.policy, pruning, args.model, args.max_steps, args.history,
+                                args.fidelity, trace, speedup=not args.no_speedup, log=log)
+            results.append(result)
+            if log:
+                _print_episode(result)
     except ValueError as exc:
         return _err("run", str(exc))
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(results[0] if args.episodes == 1 else results, indent=2, default=str))
         return 0
+    if args.episodes > 1:
+        _print_totals(results, args.method if args.policy == "vlm" and not pruning.is_identity else None)
+    return 0
+
+
+def _print_episode(result: dict) -> None:
     status = "success" if result["success"] else "failure"
     print(f"{status} after {result['steps']} steps, reward {result['reward']:g}, {result['wall_s']:.1f} s"
           + (f"; error: {result['error']}" if result["error"] else ""))
     sp = result.get("speedup")
     if sp and sp["prefill_speedup"]:
         print(f"prefill speed-up over unpruned: {sp['prefill_speedup']:.2f}x (median per step "
-              f"{1e3 * sp['median_prefill_s_unpruned']:.1f} ms -> {1e3 * sp['median_prefill_s']:.1f} ms)")
+              f"{1e3 * sp['median_prefill_s_unpruned']:.1f} ms -> {1e3 * sp['median_prefill_s']:.1f} ms)"
+              f"; unpruned episode: {'success' if sp['unpruned_success'] else 'failure'}")
     if result.get("trace_dir"):
         print(f"trace: {result['trace_dir']}/step_*.png, steps.jsonl")
-    return 0
+
+
+def _print_totals(results: list[dict], method: str | None) -> None:
+    import statistics
+
+    n = len(results)
+    wins = sum(bool(r["success"]) for r in results)
+    line = f"== {wins}/{n} episodes solved"
+    speedups = [r["speedup"] for r in results if r.get("speedup") and r["speedup"]["prefill_speedup"]]
+    if method and speedups:
+        base_wins = sum(bool(s["unpruned_success"]) for s in speedups)
+        line += (f" with {method}; unpruned: {base_wins}/{len(speedups)}; prefill speed-up over unpruned: "
+                 f"{statistics.median(s['prefill_speedup'] for s in speedups):.2f}x (median of episodes)")
+    print(line)
 
 
 def register_run(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +248,7 @@ With a pruning vlm run, a second episode runs unpruned on the same seed (sharing
 and the median prefill per step of both gives the speed-up; --no-speedup skips it.""")
     parser.add_argument("--task", default=None, help="env id (default: catp/login-v0, else the first task)")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    parser.add_argument("--episodes", type=int, default=1, help="run seeds SEED .. SEED+N-1 and total them (default: 1)")
     parser.add_argument("--policy", default="vlm", help="vlm, oracle or random (default: %(default)s)")
     parser.add_argument("--method", default="catp", choices=METHODS, help="pruning method (default: %(default)s)")
     parser.add_argument("--ratio", type=float, default=0.778, help="R, fraction of image tokens removed")

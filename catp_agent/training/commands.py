@@ -54,6 +54,7 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights and batch order (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads, 0 = default (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: %(default)s)")
     parser.add_argument("--workers", type=_positive(int), default=d.workers, help="browser processes collecting demos (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, default=0.0, metavar="MIN",
                         help="stop training after MIN minutes and save what there is (default: no limit)")
@@ -71,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(out=args.out, demo_dir=args.demo_dir, tasks=tasks, episodes_per_task=args.episodes_per_task,
                           val_episodes_per_task=args.val_episodes, seed_start=args.seed_start, history=args.history,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          threads=args.threads, workers=args.workers, time_budget_s=60.0 * args.time_budget)
+                          threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:
         print(f"catp-agent train: {exc}", file=sys.stderr)
         return 2

@@ -42,6 +42,9 @@ class Batch:
     pixel_values: torch.Tensor  # (F, 3, S, S) distinct screens, normalised
     frame_order: torch.Tensor  # (n images in batch,) index into pixel_values, in token order
 
+    def to(self, device) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.pixel_values, self.frame_order)))
+
 
 def prompt_messages(demo: Demo, step: int, history: int) -> list[dict]:
     """The chat messages the agent sees at ``step`` of ``demo`` with a window of ``history``."""

@@ -44,7 +44,7 @@ class TrainConfig:
     seed_start: int = 10000
     val_episodes_per_task: int = 8  # the last seeds of each task's range: not trained on
     history: int = 3
-    epochs: float = 4.0
+    epochs: float = 1.8
     batch_size: int = 16
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
@@ -53,6 +53,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    device: str = "cpu"  # "cuda" trains on a GPU (float32 still; results differ from the CPU run in the last bits)
     workers: int = 2  # demo collection processes
     save_every: int = 200
     eval_every: int = 200
@@ -89,6 +90,7 @@ def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch
     which is what the model's own forward does with ``pixel_values``.
     """
     cfg = model.config
+    batch = batch.to(model.device)
     feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
                                            vision_feature_select_strategy=cfg.vision_feature_select_strategy)
     feats = getattr(feats, "pooler_output", feats)
@@ -108,7 +110,7 @@ def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def _action_accuracy(correct: torch.Tensor, rows: torch.Tensor, n: int) -> float:
-    wrong = torch.zeros(n, dtype=torch.long).index_add_(0, rows, (~correct).long())
+    wrong = torch.zeros(n, dtype=torch.long, device=rows.device).index_add_(0, rows, (~correct).long())
     return float((wrong == 0).float().mean())
 
 
@@ -158,13 +160,15 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
 
     tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
     image_processor = build_image_processor(cfg.size)
-    model = build_model(tokenizer, cfg.size, seed=cfg.seed)
+    model = build_model(tokenizer, cfg.size, seed=cfg.seed).to(cfg.device)
     model.train()
     n_tok = cfg.size.image_tokens
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
     train_set = SampleSet(train_d, tokenizer, image_processor, cfg.history, progress)
     val_set = SampleSet(val_d, tokenizer, image_processor, cfg.history, progress=False)
-    log(f"samples: {len(train_set)} train ({len(train_d)} episodes), {len(val_set)} validation ({len(val_d)} episodes)")
+    n_train_episodes, n_val_episodes = len(train_d), len(val_d)
+    log(f"samples: {len(train_set)} train ({n_train_episodes} episodes), {len(val_set)} validation ({n_val_episodes} episodes)")
+    del demos, train_d, val_d  # the full-size screenshots (GBs); the sample sets keep resized copies
 
     steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
@@ -178,13 +182,17 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log_path = out / "training_log.jsonl"
     step, train_s = 0, 0.0
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        if state["config"] != cfg.to_dict():
+        state = torch.load(state_path, weights_only=False, map_location=cfg.device)
+        ignore = ("device", "workers", "time_budget_s")  # how the run goes, not what it computes
+        if {k: v for k, v in state["config"].items() if k not in ignore} != {k: v for k, v in cfg.to_dict().items() if k not in ignore}:
             raise RuntimeError(f"{state_path} was written by a different configuration; delete it or use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, train_s = state["step"], state["train_s"]
         log(f"resuming at step {step}/{total}")
+        if log_path.exists():  # steps after the saved state were lost: they will be redone
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log_path.write_text("".join(line + "\n" for line in kept))
     elif log_path.exists():
         log_path.unlink()
 
@@ -240,14 +248,14 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     save_state()
 
     model.eval()
-    model.save_pretrained(out, safe_serialization=True)
+    model.to("cpu").save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     image_processor.save_pretrained(out)
     summary = {
         "config": cfg.to_dict(),
         "steps": step, "total_steps": total, "stopped_early": stopped_early,
-        "train_samples": len(train_set), "train_episodes": len(train_d), "val_samples": len(val_set),
-        "val_episodes": len(val_d), "demo_report": report,
+        "train_samples": len(train_set), "train_episodes": n_train_episodes, "val_samples": len(val_set),
+        "val_episodes": n_val_episodes, "demo_report": report,
         "parameters": sum(p.numel() for p in model.parameters()),
         "collect_s": round(collect_s, 1), "train_s": round(train_s, 1),
         "wall_s": round(time.perf_counter() - t_start, 1),

@@ -68,3 +68,12 @@ def test_eval_with_the_vlm_policy_accounts_tokens(tmp_path, capsys):
                 assert final < n_in and final <= s1 and step["action_matches_reference"] in (True, False)
     assert records["catp"]["sample"]["kept_map"]["kept"]
     assert (out / "plots" / "prefill_vs_ratio.png").exists() and list((out / "plots" / "heatmaps").glob("*.png"))
+
+
+def test_run_several_episodes_prints_a_total(tmp_path, capsys):
+    assert main(["run", "--policy", "oracle", "--task", TASK, "--seed", "5", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 5" in out and "seed 6" in out and out.count("success after") == 2
+    assert "== 2/2 episodes solved" in out
+    assert main(["run", "--policy", "oracle", "--task", TASK, "--episodes", "0"]) == 2
+    assert "--episodes must be >= 1, got 0" in capsys.readouterr().err

@@ -3,6 +3,8 @@ training step that learns."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,28 @@ def test_train_config_rejects_overlapping_seeds():
         TrainConfig(seed_start=500)
     with pytest.raises(ValueError, match="episodes_per_task"):
         TrainConfig(episodes_per_task=4, val_episodes_per_task=4)
+
+
+@pytest.mark.browser
+def test_train_command_end_to_end_is_deterministic(tmp_path):
+    """`catp-agent train` on a few real oracle episodes: a loadable model folder with card and
+    loss log, and the same weights when run twice (the demos are reused from the cache)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from catp_agent.cli import main
+
+    args = ["train", "--tasks", "catp/tabs-v0", "--episodes-per-task", "3", "--val-episodes", "1",
+            "--epochs", "2", "--batch-size", "2", "--workers", "1", "--demo-dir", str(tmp_path / "demos"), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert sorted(p.name for p in (tmp_path / "demos" / "catp_tabs-v0").iterdir()) == [f"seed0{s}.npz" for s in (10000, 10001, 10002)]
+    log = [json.loads(line) for line in (a / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, len(log) + 1)) and all(np.isfinite(r["loss"]) for r in log)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (a / "train_state.pt").exists()
+    assert "seeds 10000-10002" in (a / "README.md").read_text()
+    model = AutoModelForImageTextToText.from_pretrained(a)
+    assert model.config.text_config.num_hidden_layers == 6
