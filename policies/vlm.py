@@ -17,9 +17,9 @@ from PIL import Image
 
 from catp_agent import PruningConfig, prune
 from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache, build_messages, parse_action_text
-from catp_agent.agent.prompt import expand_image_tokens
 from catp_agent.agent.model_io import AgentModel, load_agent_model
 from catp_agent.models.adapters import adapter_for
+from catp_agent.models.spans import expand_image_tokens
 from policies.base import register_policy
 
 UNPRUNED = PruningConfig(method="none", ratio=0.0)

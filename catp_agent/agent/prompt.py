@@ -39,14 +39,6 @@ def build_messages(
     return [{"role": "user", "content": content}]
 
 
-def expand_image_tokens(text: str, image_token: str, counts: list[int]) -> str:
-    """Repeat each ``image_token`` placeholder in ``text`` as many times as its image has tokens."""
-    parts = text.split(image_token)
-    if len(parts) - 1 != len(counts):
-        raise RuntimeError(f"the chat template produced {len(parts) - 1} image placeholders for {len(counts)} screenshots")
-    return parts[0] + "".join(image_token * c + p for c, p in zip(counts, parts[1:]))
-
-
 def target_text(action: str) -> str:
     """What the model is trained to answer for ``action`` (and what generation reads back)."""
     return f" {action}"

@@ -7,6 +7,14 @@ from dataclasses import dataclass
 import torch
 
 
+def expand_image_tokens(text: str, image_token: str, counts: list[int]) -> str:
+    """Repeat each ``image_token`` placeholder in ``text`` as many times as its image has tokens."""
+    parts = text.split(image_token)
+    if len(parts) - 1 != len(counts):
+        raise RuntimeError(f"the text has {len(parts) - 1} image placeholders for {len(counts)} images")
+    return parts[0] + "".join(image_token * c + p for c, p in zip(counts, parts[1:]))
+
+
 @dataclass(frozen=True)
 class ImageSpan:
     """One image's run of image tokens: positions ``[start, end)`` of the full sequence."""

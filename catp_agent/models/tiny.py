@@ -28,6 +28,8 @@ from transformers import (
     Qwen2VLImageProcessorPil,
 )
 
+from catp_agent.models.spans import expand_image_tokens
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava", "llava_next")
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -177,11 +179,12 @@ class QwenVLInputBuilder:
             pix = self.image_processor(images=images, return_tensors="pt")
             out["pixel_values"], out["image_grid_thw"] = pix["pixel_values"], pix["image_grid_thw"]
             merge = self.image_processor.merge_size ** 2
-            counts = iter((out["image_grid_thw"].prod(-1) // merge).tolist())
-            expanded = []
+            counts = (out["image_grid_thw"].prod(-1) // merge).tolist()
+            expanded, used = [], 0
             for t in texts:
-                parts = t.split(self.image_token)
-                expanded.append(parts[0] + "".join(self.image_token * next(counts) + p for p in parts[1:]))
+                n = t.count(self.image_token)
+                expanded.append(expand_image_tokens(t, self.image_token, counts[used:used + n]))
+                used += n
             texts = expanded
         enc = self.tokenizer(texts, return_tensors=return_tensors, padding=True)
         out["input_ids"], out["attention_mask"] = enc["input_ids"], enc["attention_mask"]

@@ -102,6 +102,15 @@ def _first_near_max(values: Tensor, available: Tensor) -> Tensor:
     return torch.argmax((masked >= top - tol).to(torch.uint8))
 
 
+def _all_or_none(n: int, keep: int, device: torch.device) -> Tensor | None:
+    """The selection when there is nothing to choose (keep all ``n`` or none), else None."""
+    if keep == n:
+        return torch.arange(n, dtype=torch.long, device=device)
+    if keep == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return None
+
+
 def facility_location_greedy(
     features: Tensor,
     text_vector: Tensor | None,
@@ -136,10 +145,9 @@ def facility_location_greedy(
     check_int("keep", keep, 0, n)
     lam = check_float("lambda_align", lambda_align, 0.0)
     device = features.device
-    if keep == n:
-        return torch.arange(n, dtype=torch.long, device=device)
-    if keep == 0:
-        return torch.empty(0, dtype=torch.long, device=device)
+    trivial = _all_or_none(n, keep, device)
+    if trivial is not None:
+        return trivial
 
     sim = pairwise_similarity(features)
     sim = (sim + sim.T) / 2  # bitwise symmetric, so symmetric ties stay exact
@@ -204,10 +212,9 @@ def divprune_select(features: Tensor, keep: int) -> Tensor:
     n = features.shape[0]
     check_int("keep", keep, 0, n)
     device = features.device
-    if keep == n:
-        return torch.arange(n, dtype=torch.long, device=device)
-    if keep == 0:
-        return torch.empty(0, dtype=torch.long, device=device)
+    trivial = _all_or_none(n, keep, device)
+    if trivial is not None:
+        return trivial
 
     xn = _normalized(features)
     cos = (xn @ xn.T).clamp_(-1.0, 1.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from catp_agent.training.model import ModelSize
+
 __all__ = ["write_model_card"]
 
 
@@ -33,7 +35,7 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         f"- `LlavaForConditionalGeneration` ({config.get('architectures', ['?'])[0]}), {n_params / 1e6:.2f} M parameters, "
         f"float32 safetensors ({mb:.1f} MB).",
         f"- Vision: CLIP ViT, {size['vision_layers']} layers, width {size['vision_hidden']}, {size['image_size']}x{size['image_size']} "
-        f"input, {size['patch_size']} px patches: {(size['image_size'] // size['patch_size']) ** 2} image tokens per screenshot "
+        f"input, {size['patch_size']} px patches: {ModelSize(**size).image_tokens} image tokens per screenshot "
         "(the screenshot is squashed to a square, nothing is cropped).",
         f"- Projector: LLaVA's two-layer MLP. Decoder: Llama, {size['layers']} layers, width {size['hidden']}, "
         f"{size['heads']} heads ({size['kv_heads']} KV heads), MLP {size['intermediate']}.",
