@@ -18,7 +18,7 @@ from catp_agent.pruning import (
     context_scores,
     cosine_to_vector,
     divprune_select,
-    facility_location_greedy,
+    facility_location_greedy_many,
     fastv_select,
     keep_count,
     query_scores,
@@ -56,14 +56,11 @@ def before_decoder(
         return keep_all
     total_keep = keep_count(sum(sizes), cfg.ratio)
     if cfg.method == "catp":
-        kept = []
-        for i, span in enumerate(layout.spans):
-            feats = embeds[span.start : span.end]
-            text = layout.text_pairs[i]
-            vector = embeds[text].mean(dim=0) if text.numel() else None
-            keep = keep_count(span.size, cfg.ratio / 2)
-            kept.append(facility_location_greedy(feats, vector, keep, lambda_align=cfg.lambda_align))
-        return kept
+        feats = [embeds[span.start : span.end] for span in layout.spans]
+        vectors = [embeds[text].mean(dim=0) if text.numel() else None for text in layout.text_pairs]
+        keeps = [keep_count(span.size, cfg.ratio / 2) for span in layout.spans]
+        # All images' greedies run as one batch (same result as one by one, a fraction of the time).
+        return facility_location_greedy_many(feats, vectors, keeps, lambda_align=cfg.lambda_align)
     if cfg.method == "divprune":
         budgets = recency_budgets(sizes, total_keep, decay=1.0)
         return [

@@ -13,6 +13,7 @@ requested length.
 from .stage1 import (
     divprune_select,
     facility_location_greedy,
+    facility_location_greedy_many,
     facility_location_objective,
     keep_count,
     pairwise_similarity,
@@ -55,6 +56,7 @@ __all__ = [
     "cosine_to_vector",
     "divprune_select",
     "facility_location_greedy",
+    "facility_location_greedy_many",
     "facility_location_objective",
     "fastv_select",
     "grid_match",

@@ -32,6 +32,7 @@ __all__ = [
     "pairwise_similarity",
     "similarity_to_vector",
     "facility_location_greedy",
+    "facility_location_greedy_many",
     "facility_location_objective",
     "divprune_select",
     "random_select",
@@ -149,21 +150,73 @@ def facility_location_greedy(
     if trivial is not None:
         return trivial
 
-    sim = pairwise_similarity(features)
-    sim = (sim + sim.T) / 2  # bitwise symmetric, so symmetric ties stay exact
-    align_bonus = lam * _alignment(features, text_vector)
-    best = torch.zeros(n, dtype=sim.dtype, device=device)
-    available = torch.ones(n, dtype=torch.bool, device=device)
+    return _greedy_batch(pairwise_similarity(features)[None], (lam * _alignment(features, text_vector))[None], keep)[0]
+
+
+def facility_location_greedy_many(
+    features: list[Tensor],
+    text_vectors: list[Tensor | None],
+    keeps: list[int],
+    lambda_align: float = 0.7,
+) -> list[Tensor]:
+    """:func:`facility_location_greedy` for several images at once, with the same results.
+
+    Images with the same token count, keep count, dtype and device run as one batch: the greedy's
+    ``keep`` steps are taken for all of them together, so the per-step overhead (a handful of
+    small kernels, which dominates at a few hundred tokens) is paid once per group, not once per
+    image. Returns one ``(keep_i,)`` sorted LongTensor per image, in input order.
+    """
+    if not (len(features) == len(text_vectors) == len(keeps)):
+        raise ValueError(f"features, text_vectors and keeps must have one entry per image, got "
+                         f"{len(features)}, {len(text_vectors)}, {len(keeps)}")
+    lam = check_float("lambda_align", lambda_align, 0.0)
+    out: list[Tensor | None] = [None] * len(features)
+    groups: dict[tuple, list[int]] = {}
+    for i, (feats, keep) in enumerate(zip(features, keeps)):
+        check_tensor(f"features[{i}]", feats, 2)
+        n = feats.shape[0]
+        check_int(f"keeps[{i}]", keep, 0, n)
+        trivial = _all_or_none(n, keep, feats.device)
+        if trivial is not None:
+            out[i] = trivial
+        else:
+            groups.setdefault((n, keep, feats.dtype, feats.device), []).append(i)
+    for (_, keep, _, _), members in groups.items():
+        sims = torch.stack([pairwise_similarity(features[i]) for i in members])
+        bonus = torch.stack([lam * _alignment(features[i], text_vectors[i]) for i in members])
+        for i, kept in zip(members, _greedy_batch(sims, bonus, keep)):
+            out[i] = kept
+    return out  # type: ignore[return-value]
+
+
+def _greedy_batch(sim: Tensor, align_bonus: Tensor, keep: int) -> list[Tensor]:
+    """The facility-location greedy on ``B`` images at once: ``sim`` ``(B, n, n)`` similarities,
+    ``align_bonus`` ``(B, n)`` = lambda * s(j, v), ``0 < keep < n``. Returns B sorted index tensors.
+
+    A running ``best`` ``(B, n)`` holds each token's max similarity to its image's selection
+    (zeros for the empty set, as ``s >= 0``), and ``gain_j = sum_x max(0, s(x, j) - best_x) +
+    lambda * s(j, v)`` for all candidates at once. Ties (gains equal up to ``TIE_RTOL``) go to
+    the lower index, per image."""
+    sim = (sim + sim.transpose(1, 2)) / 2  # bitwise symmetric, so symmetric ties stay exact
+    b, n, _ = sim.shape
+    rows = torch.arange(b, device=sim.device)
+    best = torch.zeros((b, n), dtype=sim.dtype, device=sim.device)
+    available = torch.ones((b, n), dtype=torch.bool, device=sim.device)
+    neg_inf = torch.tensor(float("-inf"), dtype=sim.dtype, device=sim.device)
     buffer = torch.empty_like(sim)
     chosen: list[Tensor] = []
     for _ in range(keep):
-        torch.sub(sim, best[:, None], out=buffer).clamp_(min=0.0)
-        gains = buffer.sum(dim=0) + align_bonus
-        j = _first_near_max(gains, available)
+        torch.sub(sim, best[:, :, None], out=buffer).clamp_(min=0.0)
+        gains = buffer.sum(dim=1) + align_bonus
+        masked = torch.where(available, gains, neg_inf)
+        top = masked.max(dim=1, keepdim=True).values
+        tol = TIE_RTOL[sim.dtype] * torch.clamp(top.abs(), min=1.0)
+        j = torch.argmax((masked >= top - tol).to(torch.uint8), dim=1)  # first of the near-ties
         chosen.append(j)
-        available[j] = False
-        best = torch.maximum(best, sim[:, j])
-    return torch.sort(torch.stack(chosen)).values
+        available[rows, j] = False
+        best = torch.maximum(best, sim[rows, :, j])
+    picks = torch.stack(chosen, dim=1)
+    return list(torch.sort(picks, dim=1).values.unbind(0))
 
 
 def facility_location_objective(

@@ -11,6 +11,7 @@ import torch
 from catp_agent.pruning import (
     divprune_select,
     facility_location_greedy,
+    facility_location_greedy_many,
     facility_location_objective,
     keep_count,
     pairwise_similarity,
@@ -185,6 +186,28 @@ def test_greedy_is_near_optimal_on_small_sets() -> None:
             )
             got = facility_location_objective(x, v, facility_location_greedy(x, v, keep), 0.7)
             assert got >= (1 - 1 / math.e) * best
+
+
+def test_greedy_many_equals_one_by_one() -> None:
+    """The batched greedy (all images of a prompt at once) picks what the per-image one picks,
+    with mixed sizes, keeps, missing text vectors, duplicate tokens and trivial keeps."""
+    gen = torch.Generator().manual_seed(7)
+    feats, vectors, keeps = [], [], []
+    for i, (n, keep) in enumerate([(40, 17), (40, 17), (40, 17), (25, 9), (40, 5), (40, 40), (12, 0), (40, 17)]):
+        x = torch.randn(n, 16, generator=gen)
+        if i == 1:
+            x[10:20] = x[0]  # exact duplicates: tie-breaking must match too
+        feats.append(x)
+        vectors.append(None if i % 3 == 2 else torch.randn(16, generator=gen))
+        keeps.append(keep)
+    many = facility_location_greedy_many(feats, vectors, keeps, lambda_align=0.7)
+    for x, v, k, got in zip(feats, vectors, keeps, many):
+        assert torch.equal(got, facility_location_greedy(x, v, k, lambda_align=0.7))
+        assert got.shape == (k,)
+    with pytest.raises(ValueError, match="one entry per image"):
+        facility_location_greedy_many(feats, vectors[:-1], keeps)
+    with pytest.raises(ValueError, match="keeps"):
+        facility_location_greedy_many([feats[0]], [None], [41])
 
 
 def test_greedy_output_contract_and_validation() -> None:
