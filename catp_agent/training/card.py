@@ -40,7 +40,8 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         f"- Projector: LLaVA's two-layer MLP. Decoder: Llama, {size['layers']} layers, width {size['hidden']}, "
         f"{size['heads']} heads ({size['kv_heads']} KV heads), MLP {size['intermediate']}.",
         f"- Tokenizer: byte-level BPE ({size['vocab_size']} entries) learned offline from the training prompts and actions, "
-        "digits split one by one; LLaVA special tokens and chat template.",
+        "digits split one by one, plus one whole token for each multiple of 10 from 0 to 1000 (a click coordinate is one "
+        "token); LLaVA special tokens and chat template.",
         "",
         "## Data",
         "",
@@ -61,10 +62,17 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         f"batch {cfg['batch_size']}, weight decay {cfg['weight_decay']}, gradient clip {cfg['grad_clip']}, seed {cfg['seed']}.",
         f"- {summary['steps']} steps of {summary['total_steps']} planned"
         + (" (stopped by the time budget)" if summary.get("stopped_early") else "")
-        + f"; training {summary['train_s'] / 60:.1f} min, demo collection {summary['collect_s'] / 60:.1f} min, "
+        + f"; training {summary['train_s'] / 60:.1f} min, demo collection {summary['collect_s'] / 60:.1f} min "
+        "(about 15 min with 2 to 5 browser processes when .cache/demos is empty), "
         f"on {summary['machine']['cpu_threads']} CPU threads ({summary['machine']['platform']}, torch {summary['machine']['torch']}).",
+        (f"- Copy practice: first {cfg.get('copy_warmup_steps', 0)} steps of {cfg.get('copy_warmup_batch', 0)} text-only "
+         f"`type` steps alone, then behaviour cloning where each step also scores {cfg['copy_batch']} text-only `type` steps (screens left out) whose typed "
+         "values are swapped, in the instruction, the history and the answer, for another demo's value or a random string "
+         f"(loss weight {cfg['copy_weight']}): it teaches typing what the instruction says rather than a name seen in training."
+         if cfg.get("copy_batch") and cfg.get("copy_weight") else "- No copy practice."),
         f"- Final validation (teacher forced): answer loss {final.get('val_loss', float('nan')):.4f}, "
-        f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} %.",
+        f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} % "
+        f"(clicks {100 * final.get('val_click_acc', float('nan')):.1f} %, typing {100 * final.get('val_type_acc', float('nan')):.1f} %).",
         "- Reproduce: `catp-agent train --out DIR` (the defaults are this recipe); `training_log.jsonl` has the loss per step.",
         "",
         "## Evaluation",

@@ -52,6 +52,14 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive(float), default=d.epochs, help="passes over the samples (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive(int), default=d.batch_size, help="(default: %(default)s)")
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--copy-batch", type=int, default=d.copy_batch,
+                        help="text-only copy-practice samples per step: type() steps with the typed values swapped, "
+                             "so the model learns to type what the instruction says; 0 turns it off (default: %(default)s)")
+    parser.add_argument("--copy-warmup-steps", type=int, default=d.copy_warmup_steps,
+                        help="text-only copy-practice steps (batch 32, cheap) before behaviour cloning starts: the "
+                             "model learns to copy there first (default: %(default)s)")
+    parser.add_argument("--copy-weight", type=float, default=d.copy_weight,
+                        help="weight of the copy-practice loss (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights and batch order (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads, 0 = default (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: %(default)s)")
@@ -72,6 +80,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(out=args.out, demo_dir=args.demo_dir, tasks=tasks, episodes_per_task=args.episodes_per_task,
                           val_episodes_per_task=args.val_episodes, seed_start=args.seed_start, history=args.history,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          copy_batch=args.copy_batch, copy_weight=args.copy_weight,
+                          copy_warmup_steps=args.copy_warmup_steps,
                           threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:
         print(f"catp-agent train: {exc}", file=sys.stderr)

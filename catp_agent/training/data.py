@@ -8,6 +8,11 @@ template, the image placeholders expanded), followed by the answer
 
 Screens are stored once, resized to the model's input size as uint8; every sample refers to
 them by index, so a batch encodes each distinct screen once.
+
+:class:`CopySet` adds copy practice: text-only versions of the ``type`` steps (the screens left
+out) in which every value the demo types is swapped, consistently in the instruction, the history
+and the answer, for another task's value or a random string. It trains what the screens cannot
+teach: typing exactly the text the instruction gives, whatever that text is.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from catp_agent.agent.history import Screenshot
 from catp_agent.agent.prompt import build_messages, target_text
 from catp_agent.training.demos import Demo
 
-__all__ = ["Batch", "Sample", "SampleSet", "build_samples", "corpus_texts"]
+__all__ = ["Batch", "CopySet", "Sample", "SampleSet", "build_samples", "corpus_texts", "typed_values"]
 
 
 @dataclass
@@ -32,6 +37,7 @@ class Sample:
     target_ids: list[int]  # the answer tokens, then EOS
     frames: list[int]  # screen indices into SampleSet.pixels, prompt order
     task: str
+    action: str = ""  # the answer's primitive ("click", "type", ...)
 
 
 @dataclass
@@ -96,7 +102,8 @@ class SampleSet:
                 prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
                 target = tokenizer(target_text(demo.actions[t]), add_special_tokens=False)["input_ids"] + [eos]
                 first = max(0, t - history)
-                self.samples.append(Sample(prompt, target, [offset + i for i in range(first, t + 1)], demo.task))
+                self.samples.append(Sample(prompt, target, [offset + i for i in range(first, t + 1)], demo.task,
+                                           _primitive(demo.actions[t])))
             offset += len(demo)
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
@@ -134,6 +141,110 @@ class SampleSet:
         pix = torch.from_numpy(self.pixels[frames]).permute(0, 3, 1, 2).float() * self.rescale
         pix = (pix - self.mean) / self.std
         return Batch(input_ids, attention, label_t, pix, torch.tensor(order, dtype=torch.long))
+
+
+def _primitive(action: str) -> str:
+    return action.split("(", 1)[0].strip()
+
+
+def typed_values(demo: Demo) -> list[str]:
+    """The distinct strings ``demo`` types, in order."""
+    from envs.actions import parse_action
+
+    values: list[str] = []
+    for action in demo.actions:
+        if _primitive(action) == "type":
+            text = str(parse_action(action).args[0])
+            if text and text not in values:
+                values.append(text)
+    return values
+
+
+def _text_batch(rows: list[tuple[list[int], list[int]]], pad: int, side: tuple[int, int]) -> Batch:
+    width = max(len(p) + len(t) for p, t in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        input_ids[i, : len(p) + len(t)] = torch.tensor(p + t)
+        attention[i, : len(p) + len(t)] = 1
+        labels[i, len(p): len(p) + len(t)] = torch.tensor(t)
+    empty = torch.zeros((0, 3, *side))
+    return Batch(input_ids, attention, labels, empty, torch.zeros(0, dtype=torch.long))
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _random_value(rng: np.random.Generator, like: str) -> str:
+    """A random string shaped a little like ``like`` (an e-mail stays an e-mail)."""
+
+    def word(lo: int, hi: int) -> str:
+        w = "".join(rng.choice(list(_LETTERS + "0123456789" if rng.random() < 0.3 else _LETTERS), int(rng.integers(lo, hi + 1))))
+        return w.capitalize() if rng.random() < 0.4 else w
+
+    if "@" in like:
+        return f"{word(3, 7).lower()}.{word(3, 8).lower()}@{word(4, 8).lower()}.org"
+    return " ".join(word(2, 9) for _ in range(int(rng.integers(1, 4))))
+
+
+class CopySet:
+    """Text-only ``type`` steps of ``demos`` with their typed values swapped (see the module doc).
+
+    ``batch(n, rng)`` draws ``n`` of them; each typed value is replaced, everywhere in the
+    prompt and the answer, by a value another demo of the same task typed (half the time) or by
+    a random string. The prompt is the agent's, rendered by the chat template, with the image
+    placeholders removed."""
+
+    def __init__(self, demos: Sequence[Demo], tokenizer, history: int = 3, side: tuple[int, int] = (1, 1)) -> None:
+        self.tokenizer = tokenizer
+        self.side = side
+        self.image = tokenizer.convert_tokens_to_ids("<image>")
+        self.steps: list[tuple[str, str, str, list[str]]] = []  # (task, prompt text, answer text, typed values)
+        self.pool: dict[tuple[str, bool], list[str]] = {}
+        for demo in demos:
+            values = typed_values(demo)
+            for v in values:
+                self.pool.setdefault((demo.task, "@" in v), []).append(v)
+            for t, action in enumerate(demo.actions):
+                if _primitive(action) == "type":
+                    text = tokenizer.apply_chat_template(prompt_messages(demo, t, history), add_generation_prompt=True, tokenize=False)
+                    self.steps.append((demo.task, text.replace("<image>", ""), target_text(action), values))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def swapped(self, index: int, rng: np.random.Generator) -> tuple[str, str]:
+        """(prompt, answer) of step ``index`` with its typed values swapped."""
+        task, prompt, answer, values = self.steps[index]
+        used = set(values)
+        marks = {}
+        for k, value in enumerate(values):
+            pool = self.pool.get((task, "@" in value), [])
+            choices = [p for p in pool if p not in used]
+            new = choices[int(rng.integers(len(choices)))] if choices and rng.random() < 0.5 else _random_value(rng, value)
+            used.add(new)
+            marks[value] = (f"\x00{k}\x00", new)
+        # Two passes through placeholders, so one swap never rewrites another's result.
+        for value, (mark, _) in sorted(marks.items(), key=lambda kv: -len(kv[0])):
+            prompt, answer = prompt.replace(value, mark), answer.replace(value, mark)
+        for mark, new in marks.values():
+            prompt, answer = prompt.replace(mark, new), answer.replace(mark, new)
+        return prompt, answer
+
+    def _rows(self, pairs) -> Batch:
+        eos = self.tokenizer.eos_token_id
+        rows = [(self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                 self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos]) for prompt, answer in pairs]
+        return _text_batch(rows, self.tokenizer.pad_token_id, self.side)
+
+    def batch(self, n: int, rng: np.random.Generator) -> Batch:
+        """``n`` steps drawn with replacement, values swapped."""
+        return self._rows([self.swapped(int(i), rng) for i in rng.integers(len(self.steps), size=n)])
+
+    def original(self, indices: Sequence[int]) -> Batch:
+        """Steps ``indices`` as the demos had them (nothing swapped): for validation."""
+        return self._rows([self.steps[i][1:3] for i in indices])
 
 
 def build_samples(demos: Sequence[Demo], tokenizer, image_processor, history: int = 3, progress: bool = True) -> SampleSet:

@@ -12,8 +12,11 @@ image tokens per screenshot. The decoder (Llama) has 6 layers, so CATP's default
 shallow layer.
 
 Tokenizer: byte-level BPE learned from the demonstrations' text (instructions, actions, the
-prompt scaffolding), with digits always split one by one (coordinates are written digit by
-digit) and LLaVA's special tokens. Byte-level means any text encodes and decodes exactly.
+prompt scaffolding), with digits split one by one, plus one whole token for every multiple of
+10 from 0 to 1000 (:data:`NUMBER_TOKENS`) and LLaVA's special tokens. The demonstrations click
+at multiples of 10 px, so a coordinate is one token: choosing it is one classification over
+positions, read out from the attended patch, instead of three digits where the tens digit is a
+saw-tooth function of the position. Byte-level means any text still encodes and decodes exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditional
 
 from catp_agent.models.tiny import LLAVA_SPECIALS, LLAVA_TEMPLATE
 
-__all__ = ["ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model"]
+__all__ = ["NUMBER_TOKENS", "ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model"]
+
+NUMBER_TOKENS = tuple(str(n) for n in range(0, 1001, 10))
+"""Whole-number tokens: a click coordinate rounded to 10 px is one of these."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,9 @@ class ModelSize:
         return asdict(self)
 
 
-def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Byte-level BPE over ``texts`` (deterministic for the same texts), LLaVA specials, chat template."""
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, number_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over ``texts`` (deterministic for the same texts), LLaVA specials, chat template;
+    with ``number_tokens`` also :data:`NUMBER_TOKENS` as whole tokens (matched longest first)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     core = Tokenizer(models.BPE(unk_token=None))
@@ -80,6 +87,8 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrai
         tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
         additional_special_tokens=["<image>"],
     )
+    if number_tokens:
+        tok.add_tokens(list(NUMBER_TOKENS))
     tok.chat_template = LLAVA_TEMPLATE
     return tok
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from catp_agent.training.data import Batch, SampleSet, corpus_texts
+from catp_agent.training.data import Batch, CopySet, SampleSet, corpus_texts
 from catp_agent.training.demos import collect_demos, load_demos
 from catp_agent.training.model import ModelSize, build_bpe_tokenizer, build_image_processor, build_model
 
@@ -44,13 +44,17 @@ class TrainConfig:
     seed_start: int = 10000
     val_episodes_per_task: int = 8  # the last seeds of each task's range: not trained on
     history: int = 3
-    epochs: float = 1.8
+    epochs: float = 2.5
     batch_size: int = 16
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    copy_batch: int = 16  # text-only copy-practice samples per step (CopySet); 0: none
+    copy_weight: float = 1.0  # their loss's weight beside the behaviour-cloning loss
+    copy_warmup_steps: int = 1500  # text-only copy-practice steps before behaviour cloning starts
+    copy_warmup_batch: int = 32
     seed: int = 0
     threads: int = 0  # 0: torch's default
     device: str = "cpu"  # "cuda" trains on a GPU (float32 still; results differ from the CPU run in the last bits)
@@ -67,6 +71,9 @@ class TrainConfig:
             raise ValueError(f"episodes_per_task ({self.episodes_per_task}) must exceed val_episodes_per_task ({self.val_episodes_per_task})")
         if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0:
             raise ValueError(f"batch_size, epochs and lr must be positive, got {self.batch_size}, {self.epochs}, {self.lr}")
+        if self.copy_batch < 0 or self.copy_weight < 0 or self.copy_warmup_steps < 0 or self.copy_warmup_batch < 1:
+            raise ValueError("copy_batch, copy_weight and copy_warmup_steps must be >= 0 and copy_warmup_batch >= 1, got "
+                             f"{self.copy_batch}, {self.copy_weight}, {self.copy_warmup_steps}, {self.copy_warmup_batch}")
         if self.history < 0:
             raise ValueError(f"history must be >= 0, got {self.history}")
 
@@ -91,14 +98,15 @@ def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch
     """
     cfg = model.config
     batch = batch.to(model.device)
-    feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
-                                           vision_feature_select_strategy=cfg.vision_feature_select_strategy)
-    feats = getattr(feats, "pooler_output", feats)
-    feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
-    feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
     embeds = model.get_input_embeddings()(batch.input_ids)
-    mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
-    embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+    if batch.pixel_values.shape[0]:  # a text-only batch (copy practice) has no screens
+        feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
+                                               vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+        feats = getattr(feats, "pooler_output", feats)
+        feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+        feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
+        mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
+        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
     hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
     # Position t predicts token t+1: score only the answer tokens.
     targets = batch.labels[:, 1:]
@@ -109,24 +117,47 @@ def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch
     return loss, logits.argmax(-1) == gold, rows
 
 
-def _action_accuracy(correct: torch.Tensor, rows: torch.Tensor, n: int) -> float:
+def _exact_rows(correct: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Per sample: every answer token right."""
     wrong = torch.zeros(n, dtype=torch.long, device=rows.device).index_add_(0, rows, (~correct).long())
-    return float((wrong == 0).float().mean())
+    return wrong == 0
 
 
 def evaluate(model, data: SampleSet, batch_size: int, tokens_per_image: int) -> dict[str, float]:
-    """Teacher-forced answer loss and exact-action accuracy on ``data``."""
+    """Teacher-forced answer loss and exact-action accuracy on ``data``, overall and for the
+    ``click`` and ``type`` answers apart."""
     model.eval()
-    losses, exact, count = [], 0.0, 0
+    losses, count = [], 0
+    exact: dict[str, list[bool]] = {}
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             idx = list(range(start, min(len(data), start + batch_size)))
             loss, correct, rows = forward_loss(model, data.batch(idx, tokens_per_image))
             losses.append(float(loss) * len(idx))
-            exact += _action_accuracy(correct, rows, len(idx)) * len(idx)
+            for i, ok in zip(idx, _exact_rows(correct, rows, len(idx)).tolist()):
+                exact.setdefault(data.samples[i].action, []).append(ok)
             count += len(idx)
     model.train()
-    return {"val_loss": sum(losses) / max(1, count), "val_action_acc": exact / max(1, count)}
+    every = [ok for oks in exact.values() for ok in oks]
+    out = {"val_loss": sum(losses) / max(1, count), "val_action_acc": sum(every) / max(1, len(every))}
+    for kind in ("click", "type"):
+        if exact.get(kind):
+            out[f"val_{kind}_acc"] = sum(exact[kind]) / len(exact[kind])
+    return out
+
+
+def copy_accuracy(model, data: CopySet, batch_size: int = 32) -> float:
+    """Teacher-forced exact-answer rate on ``data``'s ``type`` steps as the demos had them
+    (text only): how well the model types what the instruction says."""
+    model.eval()
+    exact: list[bool] = []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            idx = list(range(start, min(len(data), start + batch_size)))
+            _, correct, rows = forward_loss(model, data.original(idx))
+            exact += _exact_rows(correct, rows, len(idx)).tolist()
+    model.train()
+    return sum(exact) / max(1, len(exact))
 
 
 def _split(demos, cfg: TrainConfig):
@@ -166,12 +197,17 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
     train_set = SampleSet(train_d, tokenizer, image_processor, cfg.history, progress)
     val_set = SampleSet(val_d, tokenizer, image_processor, cfg.history, progress=False)
+    copy_set = CopySet(train_d, tokenizer, cfg.history, train_set.side)
+    val_copy = CopySet(val_d, tokenizer, cfg.history, train_set.side)
+    tokenizer.save_pretrained(out)  # already now, so a running model's checkpoints can be inspected
     n_train_episodes, n_val_episodes = len(train_d), len(val_d)
     log(f"samples: {len(train_set)} train ({n_train_episodes} episodes), {len(val_set)} validation ({n_val_episodes} episodes)")
     del demos, train_d, val_d  # the full-size screenshots (GBs); the sample sets keep resized copies
 
     steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
-    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    warm = cfg.copy_warmup_steps if len(copy_set) else 0  # phase 1: text-only copy practice
+    bc_total = max(1, int(round(cfg.epochs * steps_per_epoch)))  # phase 2: behaviour cloning
+    total = warm + bc_total
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name or "embedding" in name else decay).append(p)
@@ -211,30 +247,50 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     stopped_early = False
     with open(log_path, "a") as logf:
         while step < total:
-            epoch, pos = divmod(step, steps_per_epoch)
-            idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
             t0 = time.perf_counter()
-            lr = _lr_at(cfg, step, total)
+            copy_loss = None
+            if step < warm:
+                lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+                loss, correct, rows = forward_loss(model, copy_set.batch(cfg.copy_warmup_batch, np.random.default_rng([cfg.seed, 1, step])))
+                total_loss = loss
+            else:
+                epoch, pos = divmod(step - warm, steps_per_epoch)
+                idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+                lr = _lr_at(cfg, step - warm, bc_total)
+                loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok))
+                total_loss = loss
+                if cfg.copy_batch and cfg.copy_weight and len(copy_set):
+                    copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
+                    total_loss = loss + cfg.copy_weight * copy_loss
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total_loss.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             train_s += time.perf_counter() - t0
             step += 1
             value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
-            record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": round(value, 5), "lr": lr,
+            phase = "copy" if step <= warm else "bc"
+            if step == warm + 1:
+                running = value  # the behaviour-cloning loss starts here
+            record = {"step": step, "phase": phase, "epoch": round(max(0, step - warm) / steps_per_epoch, 3),
+                      "loss": round(value, 5), "lr": lr,
                       "grad_norm": round(gnorm, 4), "token_acc": round(float(correct.float().mean()), 4),
                       "train_s": round(train_s, 1)}
+            if copy_loss is not None:
+                record["copy_loss"] = round(float(copy_loss.detach()), 5)
             if step % cfg.eval_every == 0 or step == total:
-                record.update({k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()})
+                if phase == "bc":
+                    record.update({k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()})
+                if len(val_copy):
+                    record["val_copy_acc"] = round(copy_accuracy(model, val_copy), 5)
                 metrics = record
             logf.write(json.dumps(record) + "\n")
             logf.flush()
-            bar.set_postfix(loss=f"{running:.3f}", **({"val_acc": f"{record['val_action_acc']:.2f}"} if "val_action_acc" in record else {}))
+            shown = {k: f"{record[v]:.2f}" for k, v in (("val_acc", "val_action_acc"), ("copy_acc", "val_copy_acc")) if v in record}
+            bar.set_postfix(phase=phase, loss=f"{running:.3f}", **shown)
             bar.update(1)
             if step % cfg.save_every == 0:
                 save_state()
@@ -245,6 +301,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     bar.close()
     if "val_action_acc" not in metrics or metrics.get("step") != step:
         metrics = {"step": step, **{k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()}}
+        if len(val_copy):
+            metrics["val_copy_acc"] = round(copy_accuracy(model, val_copy), 5)
     save_state()
 
     model.eval()

@@ -41,15 +41,49 @@ def test_round_action_rounds_clicks_only():
         round_action("click(1, 2)", round_to=0)
 
 
-def test_tokenizer_round_trips_and_splits_digits(parts):
+def test_tokenizer_round_trips_and_makes_coordinates_one_token(parts):
     demos, tok, _ = parts
-    for text in corpus_texts(demos, history=2) + ['type("Zürich ünïcode 12345")', "click(640, 480)"]:
+    for text in corpus_texts(demos, history=2) + ['type("Zürich ünïcode 12345")', "click(640, 480)", "#4570, 1987  10100\n"]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
-    pieces = tok.convert_ids_to_tokens(tok("click(305, 120)", add_special_tokens=False)["input_ids"])
-    assert [p for p in pieces if any(c.isdigit() for c in p)] == ["3", "0", "5", "Ġ1", "2", "0"] or \
-        all(len(p.strip("Ġ")) == 1 for p in pieces if any(c.isdigit() for c in p))
+    pieces = tok.convert_ids_to_tokens(tok("click(300, 120)", add_special_tokens=False)["input_ids"])
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == ["300", "120"]
+    # Other numbers: digits one by one, except where a multiple of 10 matches (longest first).
+    pieces = tok.convert_ids_to_tokens(tok("1987", add_special_tokens=False)["input_ids"])
+    assert pieces == ["1", "9", "8", "7"]
     assert tok("<image>", add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids("<image>")]
+    plain = build_bpe_tokenizer(corpus_texts(demos, history=2), SMALL.vocab_size, number_tokens=False)
+    assert "300" not in plain.convert_ids_to_tokens(plain("click(300, 120)", add_special_tokens=False)["input_ids"])
+
+
+def test_copy_practice_swaps_typed_values_everywhere(parts):
+    from catp_agent.training.data import CopySet, typed_values
+
+    demos, tok, _ = parts
+    demos = demos + [Demo("catp/login-v0", 10099, 'Log in as "bob" then "bob pw".', demos[0].frames[:2],
+                          ['type("bob")', 'type("bob pw")'], ["", ""])]
+    assert typed_values(demos[-1]) == ["bob", "bob pw"]
+    copy = CopySet(demos, tok, history=2, side=(112, 112))
+    assert len(copy) == len(demos) + 1  # one type step per synthetic demo, two in the last
+    rng = np.random.default_rng(0)
+    seen = set()
+    for i in range(len(copy)):
+        for _ in range(5):
+            prompt, answer = copy.swapped(i, rng)
+            typed = answer.split('"')[1]
+            assert f'"{typed}"' in prompt and "<image>" not in prompt
+            assert not any(f'"{old}"' in prompt + answer for old in copy.steps[i][3])
+            seen.add(typed)
+    assert len(seen) > 10  # values really vary
+    batch = copy.batch(4, rng)
+    assert batch.pixel_values.shape[0] == 0 and batch.input_ids.shape[0] == 4
+    eos = tok.eos_token_id
+    for row, lab in zip(batch.input_ids, batch.labels):
+        scored = lab[lab != -100].tolist()
+        assert scored[-1] == eos and tok.decode(scored[:-1]).startswith(" type(")
+    model = build_model(tok, SMALL, seed=0)
+    loss, correct, _ = forward_loss(model, batch)  # text only: no screens to encode
+    assert torch.isfinite(loss) and correct.numel() == int((batch.labels != -100).sum())
 
 
 def test_samples_match_the_agent_prompt_exactly(parts):
@@ -126,6 +160,10 @@ def test_train_config_rejects_overlapping_seeds():
         TrainConfig(seed_start=500)
     with pytest.raises(ValueError, match="episodes_per_task"):
         TrainConfig(episodes_per_task=4, val_episodes_per_task=4)
+    with pytest.raises(ValueError, match="copy_warmup_batch"):
+        TrainConfig(copy_warmup_batch=0)
+    with pytest.raises(ValueError, match="-3"):
+        TrainConfig(copy_batch=-3)
 
 
 @pytest.mark.browser
@@ -137,14 +175,18 @@ def test_train_command_end_to_end_is_deterministic(tmp_path):
 
     from catp_agent.cli import main
 
-    args = ["train", "--tasks", "catp/tabs-v0", "--episodes-per-task", "3", "--val-episodes", "1",
-            "--epochs", "2", "--batch-size", "2", "--workers", "1", "--demo-dir", str(tmp_path / "demos"), "--no-progress"]
+    args = ["train", "--tasks", "catp/login-v0", "--episodes-per-task", "3", "--val-episodes", "1",
+            "--epochs", "2", "--batch-size", "2", "--workers", "1", "--demo-dir", str(tmp_path / "demos"), "--no-progress",
+            "--copy-warmup-steps", "3", "--copy-batch", "2"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a, b = tmp_path / "a", tmp_path / "b"
-    assert sorted(p.name for p in (tmp_path / "demos" / "catp_tabs-v0").iterdir()) == [f"seed0{s}.npz" for s in (10000, 10001, 10002)]
+    assert sorted(p.name for p in (tmp_path / "demos" / "catp_login-v0").iterdir()) == [f"seed0{s}.npz" for s in (10000, 10001, 10002)]
     log = [json.loads(line) for line in (a / "training_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, len(log) + 1)) and all(np.isfinite(r["loss"]) for r in log)
+    # Phase 1: three text-only copy-practice steps; phase 2: behaviour cloning with copy practice beside it.
+    assert [r["phase"] for r in log[:4]] == ["copy", "copy", "copy", "bc"] and "copy_loss" in log[3]
+    assert "val_copy_acc" in log[-1] and "val_type_acc" in log[-1]
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not (a / "train_state.pt").exists()
