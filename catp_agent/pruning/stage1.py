@@ -89,18 +89,20 @@ def _alignment(features: Tensor, text_vector: Tensor | None) -> Tensor:
 
 
 def _first_near_max(values: Tensor, available: Tensor) -> Tensor:
-    """Lowest available index whose value is within float noise of the available maximum.
+    """Per row (last dimension): lowest available index whose value is within float noise of
+    the available maximum.
 
-    ``values`` ``(n,)``, ``available`` ``(n,)`` bool with at least one True. "Within noise" is
-    ``>= max - TIE_RTOL[dtype] * max(1, |max|)``: exact ties of the real-valued criterion
-    (common in facility location, e.g. two tokens that only cover each other) can differ in the
-    last bits after summation, and must still go to the lower index.
+    ``values`` ``(..., n)``, ``available`` ``(..., n)`` bool with at least one True per row;
+    returns ``(...)`` indices. "Within noise" is ``>= max - TIE_RTOL[dtype] * max(1, |max|)``:
+    exact ties of the real-valued criterion (common in facility location, e.g. two tokens that
+    only cover each other) can differ in the last bits after summation, and must still go to the
+    lower index.
     """
     neg_inf = torch.tensor(float("-inf"), dtype=values.dtype, device=values.device)
     masked = torch.where(available, values, neg_inf)
-    top = masked.max()
+    top = masked.max(dim=-1, keepdim=True).values
     tol = TIE_RTOL[values.dtype] * torch.clamp(top.abs(), min=1.0)
-    return torch.argmax((masked >= top - tol).to(torch.uint8))
+    return torch.argmax((masked >= top - tol).to(torch.uint8), dim=-1)  # argmax returns the first maximum
 
 
 def _all_or_none(n: int, keep: int, device: torch.device) -> Tensor | None:
@@ -202,16 +204,11 @@ def _greedy_batch(sim: Tensor, align_bonus: Tensor, keep: int) -> list[Tensor]:
     rows = torch.arange(b, device=sim.device)
     best = torch.zeros((b, n), dtype=sim.dtype, device=sim.device)
     available = torch.ones((b, n), dtype=torch.bool, device=sim.device)
-    neg_inf = torch.tensor(float("-inf"), dtype=sim.dtype, device=sim.device)
     buffer = torch.empty_like(sim)
     chosen: list[Tensor] = []
     for _ in range(keep):
         torch.sub(sim, best[:, :, None], out=buffer).clamp_(min=0.0)
-        gains = buffer.sum(dim=1) + align_bonus
-        masked = torch.where(available, gains, neg_inf)
-        top = masked.max(dim=1, keepdim=True).values
-        tol = TIE_RTOL[sim.dtype] * torch.clamp(top.abs(), min=1.0)
-        j = torch.argmax((masked >= top - tol).to(torch.uint8), dim=1)  # first of the near-ties
+        j = _first_near_max(buffer.sum(dim=1) + align_bonus, available)
         chosen.append(j)
         available[rows, j] = False
         best = torch.maximum(best, sim[rows, :, j])

@@ -118,7 +118,7 @@ class SampleSet:
         samples = [self.samples[i] for i in indices]
         frames = sorted({f for s in samples for f in s.frames})
         where = {f: k for k, f in enumerate(frames)}
-        rows, labels, order = [], [], []
+        rows, order = [], []
         for s in samples:
             ids: list[int] = []
             for tok in s.prompt_ids:
@@ -127,20 +127,24 @@ class SampleSet:
             if n_images != len(s.frames):
                 raise RuntimeError(f"sample has {n_images} image placeholders for {len(s.frames)} screens")
             order.extend(where[f] for f in s.frames)
-            rows.append(ids + s.target_ids)
-            labels.append([-100] * len(ids) + s.target_ids)
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        label_t = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            attention[i, : len(r)] = 1
-            label_t[i, : len(lab)] = torch.tensor(lab)
+            rows.append((ids, s.target_ids))
         pix = torch.from_numpy(self.pixels[frames]).permute(0, 3, 1, 2).float() * self.rescale
         pix = (pix - self.mean) / self.std
-        return Batch(input_ids, attention, label_t, pix, torch.tensor(order, dtype=torch.long))
+        return _padded_batch(rows, self.tokenizer.pad_token_id, pix, torch.tensor(order, dtype=torch.long))
+
+
+def _padded_batch(rows: list[tuple[list[int], list[int]]], pad: int, pixel_values: torch.Tensor,
+                  frame_order: torch.Tensor) -> Batch:
+    """(prompt ids, answer ids) rows, right padded; only the answers are labelled."""
+    width = max(len(p) + len(t) for p, t in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (p, t) in enumerate(rows):
+        input_ids[i, : len(p) + len(t)] = torch.tensor(p + t)
+        attention[i, : len(p) + len(t)] = 1
+        labels[i, len(p): len(p) + len(t)] = torch.tensor(t)
+    return Batch(input_ids, attention, labels, pixel_values, frame_order)
 
 
 def _primitive(action: str) -> str:
@@ -158,19 +162,6 @@ def typed_values(demo: Demo) -> list[str]:
             if text and text not in values:
                 values.append(text)
     return values
-
-
-def _text_batch(rows: list[tuple[list[int], list[int]]], pad: int, side: tuple[int, int]) -> Batch:
-    width = max(len(p) + len(t) for p, t in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (p, t) in enumerate(rows):
-        input_ids[i, : len(p) + len(t)] = torch.tensor(p + t)
-        attention[i, : len(p) + len(t)] = 1
-        labels[i, len(p): len(p) + len(t)] = torch.tensor(t)
-    empty = torch.zeros((0, 3, *side))
-    return Batch(input_ids, attention, labels, empty, torch.zeros(0, dtype=torch.long))
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -199,7 +190,6 @@ class CopySet:
     def __init__(self, demos: Sequence[Demo], tokenizer, history: int = 3, side: tuple[int, int] = (1, 1)) -> None:
         self.tokenizer = tokenizer
         self.side = side
-        self.image = tokenizer.convert_tokens_to_ids("<image>")
         self.steps: list[tuple[str, str, str, list[str]]] = []  # (task, prompt text, answer text, typed values)
         self.pool: dict[tuple[str, bool], list[str]] = {}
         for demo in demos:
@@ -236,7 +226,8 @@ class CopySet:
         eos = self.tokenizer.eos_token_id
         rows = [(self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
                  self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos]) for prompt, answer in pairs]
-        return _text_batch(rows, self.tokenizer.pad_token_id, self.side)
+        no_screens = torch.zeros((0, 3, *self.side))
+        return _padded_batch(rows, self.tokenizer.pad_token_id, no_screens, torch.zeros(0, dtype=torch.long))
 
     def batch(self, n: int, rng: np.random.Generator) -> Batch:
         """``n`` steps drawn with replacement, values swapped."""
