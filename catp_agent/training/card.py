@@ -70,10 +70,22 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
          "values are swapped, in the instruction, the history and the answer, for another demo's value or a random string "
          f"(loss weight {cfg['copy_weight']}): it teaches typing what the instruction says rather than a name seen in training."
          if cfg.get("copy_batch") and cfg.get("copy_weight") else "- No copy practice."),
+        (f"- Grounding practice: {cfg.get('ground_warmup_steps', 0)} steps of {cfg.get('ground_warmup_batch', 0)} "
+         "single-screen questions `Click \"<text>\".` (copy practice beside), then "
+         f"{cfg.get('ground_batch', 0)} of them beside each behaviour-cloning step (loss weight {cfg.get('ground_weight', 0)}). "
+         "Each is answered by a click at the centre of the element with that text, for every element whose text is unique "
+         "on a demo screen: dense practice at reading a screen and finding a control."
+         if cfg.get("ground_batch") or cfg.get("ground_warmup_steps") else "- No grounding practice."),
+        (f"- Started from the weights and tokenizer of `{cfg['init_from']}` (the first stage); this card describes the "
+         "second stage, and its step counts and times are the second stage's alone."
+         if cfg.get("init_from") else "- Started from random weights (seed above)."),
         f"- Final validation (teacher forced): answer loss {final.get('val_loss', float('nan')):.4f}, "
         f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} % "
-        f"(clicks {100 * final.get('val_click_acc', float('nan')):.1f} %, typing {100 * final.get('val_type_acc', float('nan')):.1f} %).",
-        "- Reproduce: `catp-agent train --out DIR` (the defaults are this recipe); `training_log.jsonl` has the loss per step.",
+        f"(clicks {100 * final.get('val_click_acc', float('nan')):.1f} %, typing {100 * final.get('val_type_acc', float('nan')):.1f} %)"
+        + (f"; grounding questions {100 * final['val_ground_acc']:.1f} % exact." if "val_ground_acc" in final else "."),
+        ("- Reproduce: `bash scripts/train_default_model.sh DIR` (both stages); `training_log.jsonl` has the loss per step."
+         if cfg.get("init_from") else
+         "- Reproduce: `catp-agent train --out DIR` (the defaults are this recipe); `training_log.jsonl` has the loss per step."),
         "",
         "## Evaluation",
         "",

@@ -60,6 +60,20 @@ def register_train(parser: argparse.ArgumentParser) -> None:
                              "model learns to copy there first (default: %(default)s)")
     parser.add_argument("--copy-weight", type=float, default=d.copy_weight,
                         help="weight of the copy-practice loss (default: %(default)s)")
+    parser.add_argument("--ground-batch", type=int, default=d.ground_batch,
+                        help="grounding-practice samples per behaviour-cloning step: one screen and 'Click \"<text>\".' "
+                             "answered by a click at that element's centre; needs demos collected with their elements "
+                             "(this version stores them); 0 turns it off (default: %(default)s)")
+    parser.add_argument("--ground-warmup-steps", type=int, default=d.ground_warmup_steps,
+                        help="grounding-practice steps (batch 64, copy practice beside) before behaviour cloning "
+                             "(default: %(default)s)")
+    parser.add_argument("--ground-weight", type=float, default=d.ground_weight,
+                        help="weight of the grounding-practice loss (default: %(default)s)")
+    parser.add_argument("--init", default="", metavar="MODEL_DIR",
+                        help="start from this model folder's weights and tokenizer instead of fresh ones "
+                             "(the shipped model's second stage starts from the first's) (default: fresh)")
+    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                        help="learning-rate warm-up steps of each phase (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights and batch order (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads, 0 = default (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: %(default)s)")
@@ -81,7 +95,9 @@ def run_train(args: argparse.Namespace) -> int:
                           val_episodes_per_task=args.val_episodes, seed_start=args.seed_start, history=args.history,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           copy_batch=args.copy_batch, copy_weight=args.copy_weight,
-                          copy_warmup_steps=args.copy_warmup_steps,
+                          copy_warmup_steps=args.copy_warmup_steps, ground_batch=args.ground_batch,
+                          ground_weight=args.ground_weight, ground_warmup_steps=args.ground_warmup_steps,
+                          init_from=args.init, warmup_steps=args.warmup_steps,
                           threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:
         print(f"catp-agent train: {exc}", file=sys.stderr)

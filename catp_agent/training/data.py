@@ -13,6 +13,12 @@ them by index, so a batch encodes each distinct screen once.
 out) in which every value the demo types is swapped, consistently in the instruction, the history
 and the answer, for another task's value or a random string. It trains what the screens cannot
 teach: typing exactly the text the instruction gives, whatever that text is.
+
+:class:`GroundSet` adds grounding practice: one screen, the task ``Click "<text>".`` for an
+element whose text is unique on that screen, answered by a click at the element's centre. Every
+screen of the demos yields several of them (the demos store each screen's visible elements), so
+the model gets dense practice at what behaviour cloning alone teaches slowly: reading the words
+on a screen and finding where a control is.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from catp_agent.agent.history import Screenshot
 from catp_agent.agent.prompt import build_messages, target_text
 from catp_agent.training.demos import Demo
 
-__all__ = ["Batch", "CopySet", "Sample", "SampleSet", "build_samples", "corpus_texts", "typed_values"]
+__all__ = ["Batch", "CopySet", "GroundSet", "Sample", "SampleSet", "build_samples", "corpus_texts", "ground_targets", "typed_values"]
 
 
 @dataclass
@@ -92,9 +98,11 @@ class SampleSet:
         n_frames = sum(len(d) for d in demos)
         self.pixels = np.zeros((n_frames, self.side[0], self.side[1], 3), dtype=np.uint8)
         self.samples: list[Sample] = []
+        self.demo_offsets: list[int] = []  # demo k's screen t is pixels[demo_offsets[k] + t]
         eos = tokenizer.eos_token_id
         offset = 0
         for demo in tqdm(demos, desc="samples", unit="demo", disable=not progress):
+            self.demo_offsets.append(offset)
             for t in range(len(demo)):
                 self.pixels[offset + t] = self._resize(demo.frames[t])
             for t in range(len(demo)):
@@ -236,6 +244,89 @@ class CopySet:
     def original(self, indices: Sequence[int]) -> Batch:
         """Steps ``indices`` as the demos had them (nothing swapped): for validation."""
         return self._rows([self.steps[i][1:3] for i in indices])
+
+
+def ground_targets(elements: Sequence[dict], round_to: int = 10, max_text: int = 40) -> list[tuple[str, str]]:
+    """(instruction, action) grounding pairs for one screen's elements: ``Click "<text>".`` and
+    a click at the element's centre (rounded like the demos' clicks), for every element whose
+    text is short and unique on the screen (an ambiguous text has no single right answer).
+    Checkboxes and radios are left out: their text is their form value, not what is shown."""
+    from catp_agent.training.demos import round_action
+
+    texts = [" ".join(str(e.get("text", "")).split()) for e in elements]
+    counts: dict[str, int] = {}
+    for text in texts:
+        counts[text] = counts.get(text, 0) + 1
+    pairs = []
+    for text, e in zip(texts, elements):
+        if not text or len(text) > max_text or counts[text] > 1 or e.get("role") in ("checkbox", "radio") or '"' in text:
+            continue
+        x, y, w, h = e["bbox"]
+        pairs.append((f'Click "{text}".', round_action(f"click({x + w / 2:.0f}, {y + h / 2:.0f})", round_to)))
+    return pairs
+
+
+class GroundSet:
+    """Grounding practice on the screens of a :class:`SampleSet` (see the module doc).
+
+    ``batch(n, rng, tokens_per_image)`` draws ``n`` (screen, element) pairs: screens uniformly,
+    then a few of each one's elements; the prompt is the agent's own with no history. Demos without stored elements
+    (collected by an older version) contribute nothing."""
+
+    def __init__(self, samples: SampleSet, demos: Sequence[Demo], round_to: int = 10) -> None:
+        if len(demos) != len(samples.demo_offsets):
+            raise ValueError(f"GroundSet needs the demos the SampleSet was built from: {len(demos)} demos, "
+                             f"{len(samples.demo_offsets)} in the SampleSet")
+        self.samples = samples
+        self.screens: list[tuple[int, list[tuple[str, str]]]] = []  # (index into samples.pixels, pairs)
+        for demo, offset in zip(demos, samples.demo_offsets):
+            for t, elements in enumerate(demo.elements or []):
+                pairs = ground_targets(elements, round_to)
+                if pairs:
+                    self.screens.append((offset + t, pairs))
+        self._prompts: dict[str, list[int]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(pairs) for _, pairs in self.screens)
+
+    def _prompt_ids(self, instruction: str) -> list[int]:
+        if instruction not in self._prompts:
+            tok = self.samples.tokenizer
+            messages = build_messages([Screenshot(0, np.zeros((1, 1, 3), np.uint8), None)], instruction)
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            self._prompts[instruction] = tok(text, add_special_tokens=False)["input_ids"]
+        return self._prompts[instruction]
+
+    def _rows(self, picks: Sequence[tuple[int, str, str]], tokens_per_image: int) -> Batch:
+        tok = self.samples.tokenizer
+        frames = sorted({f for f, _, _ in picks})
+        where = {f: k for k, f in enumerate(frames)}
+        rows = []
+        for _, instruction, action in picks:
+            ids: list[int] = []
+            for t in self._prompt_ids(instruction):
+                ids.extend([t] * tokens_per_image if t == self.samples.image_token_id else [t])
+            rows.append((ids, tok(target_text(action), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
+        s = self.samples
+        pix = (torch.from_numpy(s.pixels[frames]).permute(0, 3, 1, 2).float() * s.rescale - s.mean) / s.std
+        return _padded_batch(rows, tok.pad_token_id, pix, torch.tensor([where[f] for f, _, _ in picks], dtype=torch.long))
+
+    def batch(self, n: int, rng: np.random.Generator, tokens_per_image: int, per_screen: int = 4) -> Batch:
+        """``n`` pairs: screens drawn with replacement, up to ``per_screen`` distinct pairs from
+        each (a batch encodes each screen once, so fewer screens make a cheaper step)."""
+        picks: list[tuple[int, str, str]] = []
+        while len(picks) < n:
+            frame, pairs = self.screens[int(rng.integers(len(self.screens)))]
+            k = min(per_screen, len(pairs), n - len(picks))
+            picks += [(frame, *pairs[int(j)]) for j in rng.choice(len(pairs), size=k, replace=False)]
+        return self._rows(picks, tokens_per_image)
+
+    def fixed(self, n: int, tokens_per_image: int) -> list[Batch]:
+        """One fixed pair from each of up to ``n`` screens spread evenly over the set, in batches
+        of 32: for validation."""
+        step = max(1, len(self.screens) // max(1, n))
+        picks = [(f, *pairs[(7 * k) % len(pairs)]) for k, (f, pairs) in enumerate(self.screens[::step][:n])]
+        return [self._rows(picks[i:i + 32], tokens_per_image) for i in range(0, len(picks), 32)]
 
 
 def build_samples(demos: Sequence[Demo], tokenizer, image_processor, history: int = 3, progress: bool = True) -> SampleSet:

@@ -5,7 +5,9 @@ One episode is one ``.npz`` file in the demo folder: the screenshots the agent s
 with that screen). Only successful episodes are kept, so every stored action was executed and
 the sequence solved the task. Click coordinates are rounded to a multiple of ``round_to``
 (default 10 px, half to even) before they are executed: the model then never has to guess a last digit, and
-the rounded click is what actually solved the episode.
+the rounded click is what actually solved the episode. The visible interactive elements of
+every screen (text, role and box, from the environment's ``info["elements"]``) are stored with
+it: grounding practice (:class:`catp_agent.training.data.GroundSet`) is made from them.
 
 Collection resumes: an episode whose file exists is skipped, and each file is written to a
 temporary name and renamed, so a crash never leaves a half-written demo.
@@ -36,6 +38,7 @@ class Demo:
     frames: np.ndarray  # (T, H, W, 3) uint8
     actions: list[str]
     errors: list[str]  # last_action_error shown with frames[t] ("" when none)
+    elements: list[list[dict]] | None = None  # per frame: {"text", "role", "bbox": [x, y, w, h]}; None in old demos
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -66,7 +69,7 @@ def demo_path(root: Path, task: str, seed: int) -> Path:
 
 def _record_episode(env: Any, task: str, seed: int, round_to: int) -> Demo | None:
     obs, info = env.reset(seed=seed)
-    frames, actions, errors = [], [], []
+    frames, actions, errors, elements = [], [], [], []
     while True:
         action = env.unwrapped.oracle_action(obs, info)
         if action is None:
@@ -75,18 +78,20 @@ def _record_episode(env: Any, task: str, seed: int, round_to: int) -> Demo | Non
         frames.append(np.asarray(obs["screenshot"], dtype=np.uint8))
         actions.append(action)
         errors.append(str(obs.get("last_action_error", "")))
+        elements.append([{"text": str(e.get("text", "")), "role": str(e.get("role", "")), "bbox": [int(v) for v in e["bbox"]]}
+                         for e in info.get("elements", [])])
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
     if not info.get("success"):
         return None
-    return Demo(task, seed, str(obs["instruction"]), np.stack(frames), actions, errors)
+    return Demo(task, seed, str(obs["instruction"]), np.stack(frames), actions, errors, elements)
 
 
 def _save(demo: Demo, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"task": demo.task, "seed": demo.seed, "instruction": demo.instruction,
-            "actions": demo.actions, "errors": demo.errors}
+            "actions": demo.actions, "errors": demo.errors, "elements": demo.elements}
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez_compressed(tmp, frames=demo.frames, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     os.replace(tmp, path)
@@ -95,7 +100,8 @@ def _save(demo: Demo, path: Path) -> None:
 def load_demo(path: Path) -> Demo:
     with np.load(path) as data:
         meta = json.loads(bytes(data["meta"]).decode())
-        return Demo(meta["task"], int(meta["seed"]), meta["instruction"], data["frames"], meta["actions"], meta["errors"])
+        return Demo(meta["task"], int(meta["seed"]), meta["instruction"], data["frames"], meta["actions"], meta["errors"],
+                    meta.get("elements"))
 
 
 def _worker(args: tuple[str, list[int], str, int, tuple[int, int] | None, Any]) -> tuple[str, int, int]:

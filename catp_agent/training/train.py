@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from catp_agent.training.data import Batch, CopySet, SampleSet, corpus_texts
+from catp_agent.training.data import Batch, CopySet, GroundSet, SampleSet, corpus_texts
 from catp_agent.training.demos import collect_demos, load_demos
 from catp_agent.training.model import ModelSize, build_bpe_tokenizer, build_image_processor, build_model
 
@@ -55,6 +55,11 @@ class TrainConfig:
     copy_weight: float = 1.0  # their loss's weight beside the behaviour-cloning loss
     copy_warmup_steps: int = 1500  # text-only copy-practice steps before behaviour cloning starts
     copy_warmup_batch: int = 32
+    ground_batch: int = 0  # grounding-practice samples per behaviour-cloning step (GroundSet); 0: none
+    ground_weight: float = 1.0
+    ground_warmup_steps: int = 0  # grounding-practice steps (with copy practice beside) before behaviour cloning
+    ground_warmup_batch: int = 64
+    init_from: str = ""  # a model folder to start from (its weights and tokenizer) instead of fresh weights
     seed: int = 0
     threads: int = 0  # 0: torch's default
     device: str = "cpu"  # "cuda" trains on a GPU (float32 still; results differ from the CPU run in the last bits)
@@ -69,11 +74,18 @@ class TrainConfig:
             raise ValueError(f"seed_start must be >= {EVAL_SEEDS_BELOW} (evaluation uses seeds below it), got {self.seed_start}")
         if self.episodes_per_task <= self.val_episodes_per_task:
             raise ValueError(f"episodes_per_task ({self.episodes_per_task}) must exceed val_episodes_per_task ({self.val_episodes_per_task})")
+        if self.warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be >= 1, got {self.warmup_steps}")
         if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0:
             raise ValueError(f"batch_size, epochs and lr must be positive, got {self.batch_size}, {self.epochs}, {self.lr}")
         if self.copy_batch < 0 or self.copy_weight < 0 or self.copy_warmup_steps < 0 or self.copy_warmup_batch < 1:
             raise ValueError("copy_batch, copy_weight and copy_warmup_steps must be >= 0 and copy_warmup_batch >= 1, got "
                              f"{self.copy_batch}, {self.copy_weight}, {self.copy_warmup_steps}, {self.copy_warmup_batch}")
+        if self.ground_batch < 0 or self.ground_weight < 0 or self.ground_warmup_steps < 0 or self.ground_warmup_batch < 1:
+            raise ValueError("ground_batch, ground_weight and ground_warmup_steps must be >= 0 and ground_warmup_batch >= 1, got "
+                             f"{self.ground_batch}, {self.ground_weight}, {self.ground_warmup_steps}, {self.ground_warmup_batch}")
+        if self.init_from and not (Path(self.init_from) / "config.json").is_file():
+            raise ValueError(f"init_from must be a model folder with a config.json, got {self.init_from!r}")
         if self.history < 0:
             raise ValueError(f"history must be >= 0, got {self.history}")
 
@@ -146,18 +158,22 @@ def evaluate(model, data: SampleSet, batch_size: int, tokens_per_image: int) -> 
     return out
 
 
-def copy_accuracy(model, data: CopySet, batch_size: int = 32) -> float:
-    """Teacher-forced exact-answer rate on ``data``'s ``type`` steps as the demos had them
-    (text only): how well the model types what the instruction says."""
+def batches_accuracy(model, batches) -> float:
+    """Teacher-forced exact-answer rate over ``batches``."""
     model.eval()
     exact: list[bool] = []
     with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            idx = list(range(start, min(len(data), start + batch_size)))
-            _, correct, rows = forward_loss(model, data.original(idx))
-            exact += _exact_rows(correct, rows, len(idx)).tolist()
+        for batch in batches:
+            _, correct, rows = forward_loss(model, batch)
+            exact += _exact_rows(correct, rows, batch.input_ids.shape[0]).tolist()
     model.train()
     return sum(exact) / max(1, len(exact))
+
+
+def copy_accuracy(model, data: CopySet, batch_size: int = 32) -> float:
+    """Teacher-forced exact-answer rate on ``data``'s ``type`` steps as the demos had them
+    (text only): how well the model types what the instruction says."""
+    return batches_accuracy(model, (data.original(range(s, min(len(data), s + batch_size))) for s in range(0, len(data), batch_size)))
 
 
 def _split(demos, cfg: TrainConfig):
@@ -189,9 +205,19 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     if not train_d:
         raise RuntimeError(f"no demonstrations in {cfg.demo_dir} for {list(cfg.tasks)}: collection report {report}")
 
-    tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
     image_processor = build_image_processor(cfg.size)
-    model = build_model(tokenizer, cfg.size, seed=cfg.seed).to(cfg.device)
+    if cfg.init_from:
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
+        model = LlavaForConditionalGeneration.from_pretrained(cfg.init_from).to(cfg.device)
+        if model.config.vision_config.image_size != cfg.size.image_size or model.config.image_seq_length != cfg.size.image_tokens:
+            raise ValueError(f"{cfg.init_from} takes {model.config.vision_config.image_size} px screens with "
+                             f"{model.config.image_seq_length} tokens; --size gives {cfg.size.image_size} px, {cfg.size.image_tokens}")
+        log(f"starting from the weights and tokenizer in {cfg.init_from}")
+    else:
+        tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
+        model = build_model(tokenizer, cfg.size, seed=cfg.seed).to(cfg.device)
     model.train()
     n_tok = cfg.size.image_tokens
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
@@ -199,14 +225,20 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     val_set = SampleSet(val_d, tokenizer, image_processor, cfg.history, progress=False)
     copy_set = CopySet(train_d, tokenizer, cfg.history, train_set.side)
     val_copy = CopySet(val_d, tokenizer, cfg.history, train_set.side)
+    ground_set = GroundSet(train_set, train_d) if cfg.ground_batch or cfg.ground_warmup_steps else None
+    val_ground = GroundSet(val_set, val_d).fixed(256, n_tok) if ground_set is not None else []
+    if ground_set is not None and not len(ground_set):
+        raise RuntimeError(f"grounding practice needs demos with stored elements; those in {cfg.demo_dir} have none "
+                           "(collected by an older version): collect them again into an empty --demo-dir")
     tokenizer.save_pretrained(out)  # already now, so a running model's checkpoints can be inspected
     n_train_episodes, n_val_episodes = len(train_d), len(val_d)
     log(f"samples: {len(train_set)} train ({n_train_episodes} episodes), {len(val_set)} validation ({n_val_episodes} episodes)")
     del demos, train_d, val_d  # the full-size screenshots (GBs); the sample sets keep resized copies
 
     steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
-    warm = cfg.copy_warmup_steps if len(copy_set) else 0  # phase 1: text-only copy practice
-    bc_total = max(1, int(round(cfg.epochs * steps_per_epoch)))  # phase 2: behaviour cloning
+    warm_copy = cfg.copy_warmup_steps if len(copy_set) else 0  # phase 1: text-only copy practice
+    warm = warm_copy + (cfg.ground_warmup_steps if ground_set is not None else 0)  # phase 2: grounding practice
+    bc_total = max(1, int(round(cfg.epochs * steps_per_epoch)))  # phase 3: behaviour cloning
     total = warm + bc_total
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -248,11 +280,18 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     with open(log_path, "a") as logf:
         while step < total:
             t0 = time.perf_counter()
-            copy_loss = None
-            if step < warm:
+            copy_loss = ground_loss = None
+            if step < warm_copy:
                 lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
                 loss, correct, rows = forward_loss(model, copy_set.batch(cfg.copy_warmup_batch, np.random.default_rng([cfg.seed, 1, step])))
                 total_loss = loss
+            elif step < warm:
+                lr = cfg.lr * min(1.0, (step - warm_copy + 1) / cfg.warmup_steps)
+                loss, correct, rows = forward_loss(model, ground_set.batch(cfg.ground_warmup_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
+                total_loss = loss
+                if cfg.copy_batch and cfg.copy_weight and len(copy_set):  # so typing is not forgotten meanwhile
+                    copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
+                    total_loss = loss + cfg.copy_weight * copy_loss
             else:
                 epoch, pos = divmod(step - warm, steps_per_epoch)
                 idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
@@ -261,7 +300,10 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 total_loss = loss
                 if cfg.copy_batch and cfg.copy_weight and len(copy_set):
                     copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
-                    total_loss = loss + cfg.copy_weight * copy_loss
+                    total_loss = total_loss + cfg.copy_weight * copy_loss
+                if ground_set is not None and cfg.ground_batch and cfg.ground_weight:
+                    ground_loss, _, _ = forward_loss(model, ground_set.batch(cfg.ground_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
+                    total_loss = total_loss + cfg.ground_weight * ground_loss
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
@@ -272,7 +314,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
             step += 1
             value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
-            phase = "copy" if step <= warm else "bc"
+            phase = "copy" if step <= warm_copy else "ground" if step <= warm else "bc"
             if step == warm + 1:
                 running = value  # the behaviour-cloning loss starts here
             record = {"step": step, "phase": phase, "epoch": round(max(0, step - warm) / steps_per_epoch, 3),
@@ -281,15 +323,20 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                       "train_s": round(train_s, 1)}
             if copy_loss is not None:
                 record["copy_loss"] = round(float(copy_loss.detach()), 5)
+            if ground_loss is not None:
+                record["ground_loss"] = round(float(ground_loss.detach()), 5)
             if step % cfg.eval_every == 0 or step == total:
                 if phase == "bc":
                     record.update({k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()})
                 if len(val_copy):
                     record["val_copy_acc"] = round(copy_accuracy(model, val_copy), 5)
+                if val_ground:
+                    record["val_ground_acc"] = round(batches_accuracy(model, val_ground), 5)
                 metrics = record
             logf.write(json.dumps(record) + "\n")
             logf.flush()
-            shown = {k: f"{record[v]:.2f}" for k, v in (("val_acc", "val_action_acc"), ("copy_acc", "val_copy_acc")) if v in record}
+            shown = {k: f"{record[v]:.2f}" for k, v in (("val_acc", "val_action_acc"), ("copy_acc", "val_copy_acc"),
+                                                        ("ground_acc", "val_ground_acc")) if v in record}
             bar.set_postfix(phase=phase, loss=f"{running:.3f}", **shown)
             bar.update(1)
             if step % cfg.save_every == 0:
@@ -303,6 +350,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         metrics = {"step": step, **{k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()}}
         if len(val_copy):
             metrics["val_copy_acc"] = round(copy_accuracy(model, val_copy), 5)
+        if val_ground:
+            metrics["val_ground_acc"] = round(batches_accuracy(model, val_ground), 5)
     save_state()
 
     model.eval()

@@ -86,6 +86,60 @@ def test_copy_practice_swaps_typed_values_everywhere(parts):
     assert torch.isfinite(loss) and correct.numel() == int((batch.labels != -100).sum())
 
 
+def test_ground_targets_take_unique_texts_at_their_centres():
+    from catp_agent.training.data import ground_targets
+
+    elements = [
+        {"text": "Log  in", "role": "button", "bbox": [50, 100, 60, 28]},  # centre (80, 114) -> (80, 110)
+        {"text": "Add to cart", "role": "button", "bbox": [0, 0, 10, 10]},
+        {"text": "Add to cart", "role": "button", "bbox": [100, 0, 10, 10]},  # ambiguous: left out
+        {"text": "on", "role": "checkbox", "bbox": [5, 5, 10, 10]},  # a form value, not shown
+        {"text": "", "role": "textbox", "bbox": [5, 5, 10, 10]},
+        {"text": "x" * 41, "role": "link", "bbox": [5, 5, 10, 10]},
+        {"text": 'say "hi"', "role": "link", "bbox": [5, 5, 10, 10]},
+        {"text": "Password", "role": "textbox", "bbox": [128, 151, 216, 28]},  # (236, 165) -> (240, 160)
+    ]
+    assert ground_targets(elements) == [('Click "Log in".', "click(80, 110)"), ('Click "Password".', "click(240, 160)")]
+
+
+def test_ground_set_batches_one_screen_per_frame_with_the_agent_prompt(parts):
+    """Grounding practice: the agent's prompt with no history, the right screen, the element's
+    centre as the answer; each screen is encoded once per batch."""
+    from catp_agent.agent.history import Screenshot
+    from catp_agent.agent.prompt import build_messages
+    from catp_agent.training.data import GroundSet
+
+    demos, tok, proc = parts
+    with_elements = []
+    for k, d in enumerate(demos[:3]):
+        els = [[{"text": f"Button {k}{t}", "role": "button", "bbox": [10 * t, 20, 40, 20]},
+                {"text": "Help", "role": "link", "bbox": [600, 400, 30, 10]}] for t in range(len(d))]
+        with_elements.append(Demo(d.task, d.seed, d.instruction, d.frames, d.actions, d.errors, els))
+    with_elements.append(demos[3])  # an old demo without elements adds nothing
+    data = SampleSet(with_elements, tok, proc, history=2, progress=False)
+    ground = GroundSet(data, with_elements)
+    assert len(ground.screens) == sum(len(d) for d in demos[:3]) and len(ground) == 2 * len(ground.screens)
+    batch = ground.batch(12, np.random.default_rng(0), SMALL.image_tokens, per_screen=2)
+    assert batch.input_ids.shape[0] == 12 and batch.pixel_values.shape[0] == 6  # 6 screens, 2 questions each
+    img = tok.convert_tokens_to_ids("<image>")
+    for row in range(12):
+        ids = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
+        n_prompt = int((batch.labels[row] == -100).sum() - (batch.attention_mask[row] == 0).sum())
+        prompt, answer = ids[:n_prompt], ids[n_prompt:]
+        text = tok.decode([t for t in prompt if t != img])
+        target = text.split('Task: Click "', 1)[1].split('"', 1)[0]
+        messages = build_messages([Screenshot(0, demos[0].frames[0], None)], f'Click "{target}".')
+        ref = tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+        assert [t for t in prompt if t != img] == [t for t in ref if t != img] and prompt.count(img) == SMALL.image_tokens
+        # the screen is the one whose element this is, and the answer is that element's centre
+        pix = batch.pixel_values[batch.frame_order[row]]
+        k, t = next((k, t) for k, d in enumerate(with_elements[:3]) for t in range(len(d))
+                    if torch.allclose(pix, data.batch([sum(len(x) for x in demos[:k]) + t], SMALL.image_tokens).pixel_values[-1]))
+        want = "click(620, 400)" if target == "Help" else f"click({20 + 10 * t}, 30)"
+        assert target in ("Help", f"Button {k}{t}") and tok.decode(answer[:-1]) == " " + want and answer[-1] == tok.eos_token_id
+    assert sum(b.input_ids.shape[0] for b in ground.fixed(5, SMALL.image_tokens)) == 5
+
+
 def test_samples_match_the_agent_prompt_exactly(parts):
     """What training feeds the model is what VLMPolicy feeds it: same ids, same screens."""
     from policies.vlm import VLMPolicy
@@ -164,6 +218,12 @@ def test_train_config_rejects_overlapping_seeds():
         TrainConfig(copy_warmup_batch=0)
     with pytest.raises(ValueError, match="-3"):
         TrainConfig(copy_batch=-3)
+    with pytest.raises(ValueError, match="ground_warmup_batch"):
+        TrainConfig(ground_warmup_batch=0)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 1, got 0"):
+        TrainConfig(warmup_steps=0)
+    with pytest.raises(ValueError, match="no/such/model"):
+        TrainConfig(init_from="no/such/model")
 
 
 @pytest.mark.browser
@@ -193,3 +253,16 @@ def test_train_command_end_to_end_is_deterministic(tmp_path):
     assert "seeds 10000-10002" in (a / "README.md").read_text()
     model = AutoModelForImageTextToText.from_pretrained(a)
     assert model.config.text_config.num_hidden_layers == 6
+    # The demos keep each screen's elements, and a second stage starts from the first with
+    # grounding practice: phase "ground", then behaviour cloning with both practices beside it.
+    from catp_agent.training.demos import load_demos
+
+    demo = load_demos(tmp_path / "demos")[0]
+    assert len(demo.elements) == len(demo) and any(e["role"] == "textbox" and len(e["bbox"]) == 4 for e in demo.elements[0])
+    stage2 = list(args)
+    stage2[stage2.index("--copy-warmup-steps") + 1] = "0"
+    assert main([*stage2, "--init", str(a), "--ground-warmup-steps", "2", "--ground-batch", "2", "--out", str(tmp_path / "c")]) == 0
+    log = [json.loads(line) for line in (tmp_path / "c" / "training_log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in log[:3]] == ["ground", "ground", "bc"] and "ground_loss" in log[2] and "copy_loss" in log[2]
+    assert "val_ground_acc" in log[-1]
+    assert (tmp_path / "c" / "tokenizer.json").read_text() == (a / "tokenizer.json").read_text()
