@@ -83,7 +83,8 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} % "
         f"(clicks {100 * final.get('val_click_acc', float('nan')):.1f} %, typing {100 * final.get('val_type_acc', float('nan')):.1f} %)"
         + (f"; grounding questions {100 * final['val_ground_acc']:.1f} % exact." if "val_ground_acc" in final else "."),
-        ("- Reproduce: `bash scripts/train_default_model.sh DIR` (both stages); `training_log.jsonl` has the loss per step."
+        ("- Reproduce: train the first stage, then rerun `catp-agent train --init FIRST_STAGE` with this stage's settings "
+         "(all in `training.json`); `training_log.jsonl` has the loss per step."
          if cfg.get("init_from") else
          "- Reproduce: `catp-agent train --out DIR` (the defaults are this recipe); `training_log.jsonl` has the loss per step."),
         "",

@@ -266,3 +266,6 @@ def test_train_command_end_to_end_is_deterministic(tmp_path):
     assert [r["phase"] for r in log[:3]] == ["ground", "ground", "bc"] and "ground_loss" in log[2] and "copy_loss" in log[2]
     assert "val_ground_acc" in log[-1]
     assert (tmp_path / "c" / "tokenizer.json").read_text() == (a / "tokenizer.json").read_text()
+    card = (tmp_path / "c" / "README.md").read_text()
+    assert "Grounding practice: 2 steps of 64" in card and f"Started from the weights and tokenizer of `{a}`" in card
+    assert "No grounding practice." in (a / "README.md").read_text()
