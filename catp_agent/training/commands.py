@@ -70,8 +70,8 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ground-weight", type=float, default=d.ground_weight,
                         help="weight of the grounding-practice loss (default: %(default)s)")
     parser.add_argument("--init", default="", metavar="MODEL_DIR",
-                        help="start from this model folder's weights and tokenizer instead of fresh ones "
-                             "(the shipped model's second stage starts from the first's) (default: fresh)")
+                        help="start from this model folder's weights and tokenizer instead of fresh ones, e.g. "
+                             "to add a second stage to a trained model (default: fresh)")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                         help="learning-rate warm-up steps of each phase (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights and batch order (default: %(default)s)")

@@ -128,17 +128,24 @@ class SampleSet:
         where = {f: k for k, f in enumerate(frames)}
         rows, order = [], []
         for s in samples:
-            ids: list[int] = []
-            for tok in s.prompt_ids:
-                ids.extend([tok] * tokens_per_image if tok == self.image_token_id else [tok])
             n_images = sum(1 for tok in s.prompt_ids if tok == self.image_token_id)
             if n_images != len(s.frames):
                 raise RuntimeError(f"sample has {n_images} image placeholders for {len(s.frames)} screens")
             order.extend(where[f] for f in s.frames)
-            rows.append((ids, s.target_ids))
-        pix = torch.from_numpy(self.pixels[frames]).permute(0, 3, 1, 2).float() * self.rescale
-        pix = (pix - self.mean) / self.std
-        return _padded_batch(rows, self.tokenizer.pad_token_id, pix, torch.tensor(order, dtype=torch.long))
+            rows.append((self.expand_images(s.prompt_ids, tokens_per_image), s.target_ids))
+        return _padded_batch(rows, self.tokenizer.pad_token_id, self.screens(frames), torch.tensor(order, dtype=torch.long))
+
+    def expand_images(self, prompt_ids: Sequence[int], tokens_per_image: int) -> list[int]:
+        """``prompt_ids`` with each image placeholder repeated ``tokens_per_image`` times."""
+        ids: list[int] = []
+        for tok in prompt_ids:
+            ids.extend([tok] * tokens_per_image if tok == self.image_token_id else [tok])
+        return ids
+
+    def screens(self, frames: Sequence[int]) -> torch.Tensor:
+        """Screens ``frames`` as the model's normalised ``pixel_values`` ``(F, 3, H, W)``."""
+        pix = torch.from_numpy(self.pixels[list(frames)]).permute(0, 3, 1, 2).float() * self.rescale
+        return (pix - self.mean) / self.std
 
 
 def _padded_batch(rows: list[tuple[list[int], list[int]]], pad: int, pixel_values: torch.Tensor,
@@ -270,8 +277,8 @@ class GroundSet:
     """Grounding practice on the screens of a :class:`SampleSet` (see the module doc).
 
     ``batch(n, rng, tokens_per_image)`` draws ``n`` (screen, element) pairs: screens uniformly,
-    then a few of each one's elements; the prompt is the agent's own with no history. Demos without stored elements
-    (collected by an older version) contribute nothing."""
+    then a few of each one's elements; the prompt is the agent's own with no history. Demos
+    without stored elements (collected by an older version) contribute nothing."""
 
     def __init__(self, samples: SampleSet, demos: Sequence[Demo], round_to: int = 10) -> None:
         if len(demos) != len(samples.demo_offsets):
@@ -301,15 +308,11 @@ class GroundSet:
         tok = self.samples.tokenizer
         frames = sorted({f for f, _, _ in picks})
         where = {f: k for k, f in enumerate(frames)}
-        rows = []
-        for _, instruction, action in picks:
-            ids: list[int] = []
-            for t in self._prompt_ids(instruction):
-                ids.extend([t] * tokens_per_image if t == self.samples.image_token_id else [t])
-            rows.append((ids, tok(target_text(action), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]))
-        s = self.samples
-        pix = (torch.from_numpy(s.pixels[frames]).permute(0, 3, 1, 2).float() * s.rescale - s.mean) / s.std
-        return _padded_batch(rows, tok.pad_token_id, pix, torch.tensor([where[f] for f, _, _ in picks], dtype=torch.long))
+        rows = [(self.samples.expand_images(self._prompt_ids(instruction), tokens_per_image),
+                 tok(target_text(action), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+                for _, instruction, action in picks]
+        return _padded_batch(rows, tok.pad_token_id, self.samples.screens(frames),
+                             torch.tensor([where[f] for f, _, _ in picks], dtype=torch.long))
 
     def batch(self, n: int, rng: np.random.Generator, tokens_per_image: int, per_screen: int = 4) -> Batch:
         """``n`` pairs: screens drawn with replacement, up to ``per_screen`` distinct pairs from

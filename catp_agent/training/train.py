@@ -285,23 +285,21 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
                 loss, correct, rows = forward_loss(model, copy_set.batch(cfg.copy_warmup_batch, np.random.default_rng([cfg.seed, 1, step])))
                 total_loss = loss
-            elif step < warm:
-                lr = cfg.lr * min(1.0, (step - warm_copy + 1) / cfg.warmup_steps)
-                loss, correct, rows = forward_loss(model, ground_set.batch(cfg.ground_warmup_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
-                total_loss = loss
-                if cfg.copy_batch and cfg.copy_weight and len(copy_set):  # so typing is not forgotten meanwhile
-                    copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
-                    total_loss = loss + cfg.copy_weight * copy_loss
             else:
-                epoch, pos = divmod(step - warm, steps_per_epoch)
-                idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
-                lr = _lr_at(cfg, step - warm, bc_total)
-                loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok))
+                if step < warm:  # grounding practice
+                    lr = cfg.lr * min(1.0, (step - warm_copy + 1) / cfg.warmup_steps)
+                    loss, correct, rows = forward_loss(model, ground_set.batch(cfg.ground_warmup_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
+                else:  # behaviour cloning
+                    epoch, pos = divmod(step - warm, steps_per_epoch)
+                    idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+                    lr = _lr_at(cfg, step - warm, bc_total)
+                    loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok))
                 total_loss = loss
+                # Copy practice beside both (so typing is not forgotten), grounding practice beside behaviour cloning.
                 if cfg.copy_batch and cfg.copy_weight and len(copy_set):
                     copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
                     total_loss = total_loss + cfg.copy_weight * copy_loss
-                if ground_set is not None and cfg.ground_batch and cfg.ground_weight:
+                if step >= warm and ground_set is not None and cfg.ground_batch and cfg.ground_weight:
                     ground_loss, _, _ = forward_loss(model, ground_set.batch(cfg.ground_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
                     total_loss = total_loss + cfg.ground_weight * ground_loss
             for group in opt.param_groups:
