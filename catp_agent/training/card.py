@@ -78,7 +78,10 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
          if cfg.get("ground_batch") or cfg.get("ground_warmup_steps") else "- No grounding practice."),
         (f"- Started from the weights and tokenizer of `{cfg['init_from']}` (the first stage); this card describes the "
          "second stage, and its step counts and times are the second stage's alone."
-         if cfg.get("init_from") else "- Started from random weights (seed above)."),
+         if cfg.get("init_from") else
+         "- Started from random weights (seed above), except that the patch position embedding and the coordinate tokens' "
+         "input and output rows started as sine-cosine codes of position and value (`--sincos-init`)."
+         if cfg.get("sincos_init") else "- Started from random weights (seed above)."),
         f"- Final validation (teacher forced): answer loss {final.get('val_loss', float('nan')):.4f}, "
         f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} % "
         f"(clicks {100 * final.get('val_click_acc', float('nan')):.1f} %, typing {100 * final.get('val_type_acc', float('nan')):.1f} %)"

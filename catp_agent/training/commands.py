@@ -72,6 +72,9 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="", metavar="MODEL_DIR",
                         help="start from this model folder's weights and tokenizer instead of fresh ones, e.g. "
                              "to add a second stage to a trained model (default: fresh)")
+    parser.add_argument("--sincos-init", action="store_true",
+                        help="start fresh weights with sine-cosine codes for the patch positions and the coordinate tokens "
+                             "(see catp_agent.training.model.sincos_init); not with --init")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                         help="learning-rate warm-up steps of each phase (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights and batch order (default: %(default)s)")
@@ -97,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
                           copy_batch=args.copy_batch, copy_weight=args.copy_weight,
                           copy_warmup_steps=args.copy_warmup_steps, ground_batch=args.ground_batch,
                           ground_weight=args.ground_weight, ground_warmup_steps=args.ground_warmup_steps,
-                          init_from=args.init, warmup_steps=args.warmup_steps,
+                          init_from=args.init, sincos_init=args.sincos_init, warmup_steps=args.warmup_steps,
                           threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:
         print(f"catp-agent train: {exc}", file=sys.stderr)

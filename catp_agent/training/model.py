@@ -29,7 +29,7 @@ from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditional
 
 from catp_agent.models.tiny import LLAVA_SPECIALS, LLAVA_TEMPLATE
 
-__all__ = ["NUMBER_TOKENS", "ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model"]
+__all__ = ["NUMBER_TOKENS", "ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model", "sincos_init"]
 
 NUMBER_TOKENS = tuple(str(n) for n in range(0, 1001, 10))
 """Whole-number tokens: a click coordinate rounded to 10 px is one of these."""
@@ -100,8 +100,43 @@ def build_image_processor(size: ModelSize = ModelSize()) -> CLIPImageProcessorPi
                                  crop_size={"height": side, "width": side})
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, size: ModelSize = ModelSize(), seed: int = 0) -> LlavaForConditionalGeneration:
-    """A freshly initialised model (weights from ``seed``), SDPA attention, train mode."""
+def _sincos(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """[len(positions), dim]: sin and cos of each position at dim/2 geometric frequencies (1 down to 1/100)."""
+    freqs = 100.0 ** (-torch.arange(dim // 2, dtype=torch.float64) / max(1, dim // 2 - 1))
+    angles = positions.to(torch.float64)[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+@torch.no_grad()
+def sincos_init(model: LlavaForConditionalGeneration, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Give position a smooth structure from the start (the weights stay trainable, the architecture unchanged).
+
+    - CLIP's learned patch position embedding starts as a 2D sine-cosine code of the patch's row
+      and column (half the width each, as in MAE); the class position stays zero.
+    - The input embedding and output (LM head) rows of :data:`NUMBER_TOKENS` start as a 1D sine-cosine
+      code of the number, so neighbouring coordinates look alike in and out.
+
+    Norms follow the random initialisation they replace: position rows RMS ~0.7 (like a patch
+    embedding of normalised pixels), token rows the norm of a random row of the same matrix."""
+    pos = model.model.vision_tower.embeddings.position_embedding.weight
+    width = pos.shape[1]
+    side = int(round((pos.shape[0] - 1) ** 0.5))
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    grid = torch.cat([_sincos(rows.flatten(), width // 2), _sincos(cols.flatten(), width - width // 2)], dim=1)
+    pos[1:] = grid.to(pos.dtype)
+    pos[0] = 0.0
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(NUMBER_TOKENS)))
+    values = torch.tensor([int(t) // 10 for t in NUMBER_TOKENS])
+    for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        code = _sincos(values, matrix.shape[1]).to(matrix.dtype)
+        scale = matrix.norm(dim=1).mean() / code.norm(dim=1).mean()
+        matrix[ids] = code * scale
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, size: ModelSize = ModelSize(), seed: int = 0,
+                structured_init: bool = False) -> LlavaForConditionalGeneration:
+    """A freshly initialised model (weights from ``seed``), SDPA attention, train mode; with
+    ``structured_init`` position and coordinate weights start from :func:`sincos_init`."""
     text = dict(
         model_type="llama", vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
         num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
@@ -122,4 +157,6 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: ModelSize = ModelSize(
     model = LlavaForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if structured_init:
+        sincos_init(model, tokenizer)
     return model

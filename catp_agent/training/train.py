@@ -60,6 +60,7 @@ class TrainConfig:
     ground_warmup_steps: int = 0  # grounding-practice steps (with copy practice beside) before behaviour cloning
     ground_warmup_batch: int = 64
     init_from: str = ""  # a model folder to start from (its weights and tokenizer) instead of fresh weights
+    sincos_init: bool = False  # fresh weights: patch positions and coordinate tokens start as sine-cosine codes
     seed: int = 0
     threads: int = 0  # 0: torch's default
     device: str = "cpu"  # "cuda" trains on a GPU (float32 still; results differ from the CPU run in the last bits)
@@ -84,6 +85,8 @@ class TrainConfig:
         if self.ground_batch < 0 or self.ground_weight < 0 or self.ground_warmup_steps < 0 or self.ground_warmup_batch < 1:
             raise ValueError("ground_batch, ground_weight and ground_warmup_steps must be >= 0 and ground_warmup_batch >= 1, got "
                              f"{self.ground_batch}, {self.ground_weight}, {self.ground_warmup_steps}, {self.ground_warmup_batch}")
+        if self.init_from and self.sincos_init:
+            raise ValueError("sincos_init sets fresh weights; it cannot be combined with init_from (pick one)")
         if self.init_from and not (Path(self.init_from) / "config.json").is_file():
             raise ValueError(f"init_from must be a model folder with a config.json, got {self.init_from!r}")
         if self.history < 0:
@@ -213,11 +216,12 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         model = LlavaForConditionalGeneration.from_pretrained(cfg.init_from).to(cfg.device)
         if model.config.vision_config.image_size != cfg.size.image_size or model.config.image_seq_length != cfg.size.image_tokens:
             raise ValueError(f"{cfg.init_from} takes {model.config.vision_config.image_size} px screens with "
-                             f"{model.config.image_seq_length} tokens; --size gives {cfg.size.image_size} px, {cfg.size.image_tokens}")
+                             f"{model.config.image_seq_length} tokens, but this run's TrainConfig.size prepares {cfg.size.image_size} px "
+                             f"screens with {cfg.size.image_tokens} tokens; pass a size that matches the model")
         log(f"starting from the weights and tokenizer in {cfg.init_from}")
     else:
         tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
-        model = build_model(tokenizer, cfg.size, seed=cfg.seed).to(cfg.device)
+        model = build_model(tokenizer, cfg.size, seed=cfg.seed, structured_init=cfg.sincos_init).to(cfg.device)
     model.train()
     n_tok = cfg.size.image_tokens
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")

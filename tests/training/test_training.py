@@ -12,7 +12,7 @@ import torch
 from catp_agent.agent.model_io import load_agent_model
 from catp_agent.training.data import SampleSet, corpus_texts, prompt_messages
 from catp_agent.training.demos import Demo, round_action
-from catp_agent.training.model import ModelSize, build_bpe_tokenizer, build_image_processor, build_model
+from catp_agent.training.model import NUMBER_TOKENS, ModelSize, build_bpe_tokenizer, build_image_processor, build_model
 from catp_agent.training.train import TrainConfig, forward_loss
 
 SMALL = ModelSize(image_size=112, patch_size=28, vision_hidden=32, vision_layers=1, vision_heads=2, hidden=48,
@@ -196,6 +196,28 @@ def test_training_steps_fit_a_batch(parts):
     assert float(loss.detach()) < 0.3 * first
 
 
+def test_sincos_init_codes_patch_positions_and_coordinates(parts):
+    """Only the position embedding and the number tokens' rows change; neighbours are alike, far ones are not."""
+    _, tok, _ = parts
+    plain, coded = build_model(tok, SMALL, seed=0), build_model(tok, SMALL, seed=0, structured_init=True)
+    changed = {name for (name, a), (_, b) in zip(plain.named_parameters(), coded.named_parameters()) if not torch.equal(a, b)}
+    assert changed == {"model.vision_tower.embeddings.position_embedding.weight", "model.language_model.embed_tokens.weight",
+                       "lm_head.weight"}
+    pos = coded.model.vision_tower.embeddings.position_embedding.weight.detach()
+    side = SMALL.image_size // SMALL.patch_size
+    assert torch.equal(pos[0], torch.zeros_like(pos[0]))  # the class position, dropped by LLaVA anyway
+    assert len({tuple(row.tolist()) for row in pos[1:]}) == side * side  # every patch position distinct
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(pos[1], pos[2], dim=0) > cos(pos[1], pos[1 + side * side - 1], dim=0)  # a neighbour beats the far corner
+    ids = tok.convert_tokens_to_ids(list(NUMBER_TOKENS))
+    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+        rows = dict(coded.named_parameters())[name].detach()
+        numbers = rows[ids]
+        assert cos(numbers[22], numbers[23], dim=0) > 0.9 > 0.3 > cos(numbers[22], numbers[70], dim=0)
+        other = [i for i in range(len(tok)) if i not in set(ids)]
+        assert abs(float(numbers.norm(dim=1).mean() / rows[other].norm(dim=1).mean()) - 1.0) < 0.1  # random rows' norm
+
+
 def test_forward_loss_equals_the_models_own_forward(parts):
     """Encoding screens once per batch and scattering them is the model's forward with pixel_values."""
     demos, tok, proc = parts
@@ -224,6 +246,8 @@ def test_train_config_rejects_overlapping_seeds():
         TrainConfig(warmup_steps=0)
     with pytest.raises(ValueError, match="no/such/model"):
         TrainConfig(init_from="no/such/model")
+    with pytest.raises(ValueError, match="sincos_init"):
+        TrainConfig(init_from="no/such/model", sincos_init=True)
 
 
 @pytest.mark.browser
