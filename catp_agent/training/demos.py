@@ -104,19 +104,31 @@ def load_demo(path: Path) -> Demo:
                     meta.get("elements"))
 
 
-def _worker(args: tuple[str, list[int], str, int, tuple[int, int] | None, Any]) -> tuple[str, int, int]:
+def _worker(args: tuple[str, list[int], str, int, tuple[int, int] | None, Any]) -> tuple[str, int, int, list[str]]:
+    """Record ``seeds`` of ``task``; (task, kept, failed, errors). An episode that raises (a
+    browser that died, a page that timed out) counts as failed, its error is kept (the first few),
+    and the next episode gets a fresh browser."""
     task, seeds, root, round_to, viewport, queue = args
     from catp_agent.evaluation.episode import make_env
 
-    env = make_env(task, viewport=viewport)
+    env = None
     kept = failed = 0
+    errors: list[str] = []
     try:
         for seed in seeds:
             path = demo_path(Path(root), task, seed)
             if path.exists():
                 kept += 1
             else:
-                demo = _record_episode(env, task, seed, round_to)
+                env = env or make_env(task, viewport=viewport)
+                try:
+                    demo = _record_episode(env, task, seed, round_to)
+                except Exception as exc:  # noqa: BLE001 - one bad episode must not end the collection
+                    demo = None
+                    if len(errors) < MAX_ERRORS_KEPT:
+                        errors.append(f"{task} seed {seed}: {type(exc).__name__}: {exc}".strip()[:500])
+                    _close_quietly(env)
+                    env = None
                 if demo is None:
                     failed += 1
                 else:
@@ -125,50 +137,101 @@ def _worker(args: tuple[str, list[int], str, int, tuple[int, int] | None, Any]) 
             if queue is not None:
                 queue.put(1)
     finally:
+        if env is not None:
+            _close_quietly(env)
+    return task, kept, failed, errors
+
+
+MAX_ERRORS_KEPT = 3
+"""Per worker: how many episode errors the collection report repeats."""
+
+
+def _close_quietly(env: Any) -> None:
+    try:
         env.close()
-    return task, kept, failed
+    except Exception:  # noqa: BLE001 - the browser may already be gone
+        pass
 
 
 def collect_demos(root: str | Path, tasks: Sequence[str], seeds: Iterable[int], *, round_to: int = 10,
-                  viewport: tuple[int, int] | None = None, workers: int = 1, progress: bool = True) -> dict[str, dict[str, int]]:
-    """Run the oracle on every (task, seed) not yet in ``root``; {task: {"kept", "failed"}}.
+                  viewport: tuple[int, int] | None = None, workers: int = 1, progress: bool = True) -> dict[str, dict]:
+    """Run the oracle on every (task, seed) not yet in ``root``; {task: {"kept", "failed", "errors"}}.
 
     ``workers`` processes, each with its own browser, split the work by task and seed range.
+    Episodes the oracle did not solve and episodes that raised count as failed; "errors" repeats
+    the first few exceptions. A worker process that dies stops the collection with a RuntimeError
+    (what was saved stays: the next call resumes).
     """
     seeds = list(seeds)
     if not tasks or not seeds:
         raise ValueError(f"collect_demos needs tasks and seeds, got {len(tasks)} tasks and {len(seeds)} seeds")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    import gymnasium
+
+    import envs  # noqa: F401 - registers the catp/... ids
+
+    unknown = [t for t in tasks if t not in gymnasium.registry]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; `catp-agent tasks` lists the registered ids")
     chunks = max(1, (workers + len(tasks) - 1) // len(tasks))
     jobs = [(t, seeds[i::chunks], str(root), round_to, viewport) for t in tasks for i in range(chunks)]
     total = len(tasks) * len(seeds)
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc="demos", unit="ep", disable=not progress)
-    report: dict[str, dict[str, int]] = {t: {"kept": 0, "failed": 0} for t in tasks}
-    if workers == 1:
-        for job in jobs:
-            task, kept, failed = _worker((*job, None))
-            bar.update(len(job[1]))
-            report[task]["kept"] += kept
-            report[task]["failed"] += failed
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager:
-            queue = manager.Queue()
-            with ctx.Pool(workers) as pool:
-                pending = pool.map_async(_worker, [(*job, queue) for job in jobs])
-                done = 0
-                while done < total:
-                    queue.get()
-                    done += 1
-                    bar.update(1)
-                for task, kept, failed in pending.get():
-                    report[task]["kept"] += kept
-                    report[task]["failed"] += failed
-    bar.close()
+    report: dict[str, dict] = {t: {"kept": 0, "failed": 0, "errors": []} for t in tasks}
+
+    def add(result: tuple[str, int, int, list[str]]) -> None:
+        task, kept, failed, errors = result
+        report[task]["kept"] += kept
+        report[task]["failed"] += failed
+        report[task]["errors"] += errors
+
+    try:
+        if workers == 1:
+            for job in jobs:
+                add(_worker((*job, None)))
+                bar.update(len(job[1]))
+        else:
+            _collect_in_processes(jobs, workers, bar, add)
+    finally:
+        bar.close()
     return report
+
+
+def _collect_in_processes(jobs: list[tuple], workers: int, bar: Any, add: Any) -> None:
+    import queue as queue_mod
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        progress = manager.Queue()
+        pending = {pool.submit(_worker, (*job, progress)) for job in jobs}
+        while pending:
+            try:
+                progress.get(timeout=0.5)
+                bar.update(1)
+                continue
+            except queue_mod.Empty:
+                pass
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                try:
+                    add(future.result())
+                except BrokenProcessPool as exc:
+                    raise RuntimeError("a demo-collection worker process died (out of memory or killed?); the demos "
+                                       "saved so far are kept and the next run resumes from them") from exc
+                except Exception as exc:
+                    raise RuntimeError(f"a demo-collection worker failed: {type(exc).__name__}: {exc}; the demos saved "
+                                       "so far are kept and the next run resumes from them") from exc
+        while True:  # the last few progress ticks
+            try:
+                progress.get_nowait()
+                bar.update(1)
+            except queue_mod.Empty:
+                break
 
 
 def load_demos(root: str | Path, tasks: Sequence[str] | None = None) -> list[Demo]:

@@ -203,6 +203,11 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"collecting oracle demos: {len(cfg.tasks)} tasks x seeds {seeds.start}-{seeds.stop - 1} -> {cfg.demo_dir}")
     report = collect_demos(cfg.demo_dir, cfg.tasks, seeds, workers=cfg.workers, progress=progress)
     collect_s = time.perf_counter() - t_start
+    failed = {task: r["failed"] for task, r in report.items() if r["failed"]}
+    if failed:
+        log(f"episodes not kept (oracle unsolved or raised): {failed}")
+        for error in [e for r in report.values() for e in r["errors"]][:5]:
+            log(f"  {error}")
     demos = [d for d in load_demos(cfg.demo_dir, cfg.tasks) if d.seed in seeds]
     train_d, val_d = _split(demos, cfg)
     if not train_d:

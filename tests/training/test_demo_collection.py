@@ -1,0 +1,58 @@
+"""Demo collection survives a bad episode and never waits forever on a failed worker (real Chromium)."""
+
+from __future__ import annotations
+
+import gymnasium
+import pytest
+
+from catp_agent.evaluation.episode import make_env
+from catp_agent.training.demos import collect_demos, demo_path, load_demos
+
+FLAKY = "catp-test/flaky-login-v0"
+BAD_SEED = 10001
+
+
+class _CrashesOnOneSeed(gymnasium.Wrapper):
+    """The real login task, except that resetting to BAD_SEED closes the browser and raises,
+    as a crashed browser would: an env that was used again after that would fail every episode."""
+
+    def reset(self, *, seed=None, options=None):
+        if seed == BAD_SEED:
+            self.env.close()
+            raise RuntimeError("browser crashed (simulated)")
+        return self.env.reset(seed=seed, options=options)
+
+
+def _flaky_env(**kwargs):
+    return _CrashesOnOneSeed(make_env("catp/login-v0", **kwargs))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flaky_id():
+    gymnasium.register(FLAKY, entry_point=_flaky_env)  # this process only: spawned workers do not know it
+    yield
+    del gymnasium.registry[FLAKY]
+
+
+@pytest.mark.browser
+def test_an_episode_that_raises_is_counted_and_the_next_gets_a_fresh_browser(tmp_path):
+    seeds = [10000, BAD_SEED, 10002]
+    report = collect_demos(tmp_path, [FLAKY], seeds, workers=1, progress=False)
+    assert report[FLAKY]["kept"] == 2 and report[FLAKY]["failed"] == 1
+    assert report[FLAKY]["errors"] == [f"{FLAKY} seed {BAD_SEED}: RuntimeError: browser crashed (simulated)"]
+    assert [demo_path(tmp_path, FLAKY, s).exists() for s in seeds] == [True, False, True]
+    assert [d.seed for d in load_demos(tmp_path)] == [10000, 10002]
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_failing_worker_process_stops_the_collection_instead_of_hanging(tmp_path):
+    """Spawned workers cannot make FLAKY (it is registered only here): every worker raises, and
+    collect_demos must say so, not wait for progress that never comes."""
+    with pytest.raises(RuntimeError, match="worker failed: ValueError: unknown task 'catp-test/flaky-login-v0'"):
+        collect_demos(tmp_path, [FLAKY], [10000, 10002], workers=2, progress=False)
+
+
+def test_unknown_tasks_are_refused_before_any_browser_starts(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['catp/nope-v0'\]"):
+        collect_demos(tmp_path, ["catp/login-v0", "catp/nope-v0"], [10000], workers=2, progress=False)
