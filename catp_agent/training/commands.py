@@ -36,6 +36,7 @@ def _positive(kind):
 
 
 def register_train(parser: argparse.ArgumentParser) -> None:
+    from catp_agent.training.model import ModelSize
     from catp_agent.training.train import TrainConfig
 
     d = TrainConfig()
@@ -72,6 +73,11 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="", metavar="MODEL_DIR",
                         help="start from this model folder's weights and tokenizer instead of fresh ones, e.g. "
                              "to add a second stage to a trained model (default: fresh)")
+    parser.add_argument("--image-size", type=_positive(int), default=ModelSize().image_size,
+                        help="screens are squashed to this square size, in px (default: %(default)s)")
+    parser.add_argument("--patch-size", type=_positive(int), default=ModelSize().patch_size,
+                        help="vision patch side in px; image tokens per screen = (image size / patch size)^2 "
+                             "(default: %(default)s; scripts/train_step_cost.py measures what a size costs)")
     parser.add_argument("--sincos-init", action="store_true",
                         help="start fresh weights with sine-cosine codes for the patch positions and the coordinate tokens "
                              "(see catp_agent.training.model.sincos_init); not with --init")
@@ -90,11 +96,13 @@ def register_train(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from catp_agent.training.card import write_model_card
+    from catp_agent.training.model import ModelSize
     from catp_agent.training.train import BUNDLED_TASKS, TrainConfig, train
 
     tasks = BUNDLED_TASKS if args.tasks == "bundled" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     try:
-        cfg = TrainConfig(out=args.out, demo_dir=args.demo_dir, tasks=tasks, episodes_per_task=args.episodes_per_task,
+        size = ModelSize(image_size=args.image_size, patch_size=args.patch_size)
+        cfg = TrainConfig(size=size, out=args.out, demo_dir=args.demo_dir, tasks=tasks, episodes_per_task=args.episodes_per_task,
                           val_episodes_per_task=args.val_episodes, seed_start=args.seed_start, history=args.history,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           copy_batch=args.copy_batch, copy_weight=args.copy_weight,

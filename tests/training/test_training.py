@@ -293,3 +293,11 @@ def test_train_command_end_to_end_is_deterministic(tmp_path):
     card = (tmp_path / "c" / "README.md").read_text()
     assert "Grounding practice: 2 steps of 64" in card and f"Started from the weights and tokenizer of `{a}`" in card
     assert "No grounding practice." in (a / "README.md").read_text()
+    # Another screen size, with sine-cosine initialisation: the saved model and processor agree on it.
+    d = tmp_path / "d"
+    assert main([*args, "--image-size", "112", "--patch-size", "28", "--sincos-init", "--out", str(d)]) == 0
+    small = load_agent_model(str(d))
+    assert small.model.config.vision_config.image_size == 112 and small.model.config.image_seq_length == 16
+    assert small.image_processor.size == {"height": 112, "width": 112}
+    assert "started as sine-cosine codes" in (d / "README.md").read_text()
+    assert main([*args, "--image-size", "100", "--out", str(tmp_path / "e")]) == 2  # not a multiple of 28
