@@ -1,0 +1,85 @@
+"""Teacher-forced clicks of a trained model on the validation demos: exact, and inside the target.
+
+The training log's ``val_click_acc`` counts a click right only when both coordinates are the
+oracle's (rounded) numbers. An episode only needs the click to land inside the element the oracle
+clicked, so this also counts that, per task. The target is the smallest stored element whose box
+holds the oracle's click (demos collected with elements: ``.cache/demos`` from a current checkout).
+The y coordinate is predicted after the oracle's x (teacher forcing), as in training.
+
+    python scripts/click_hits.py runs/train            # a trained model folder
+    python scripts/click_hits.py default               # the shipped model
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import sys
+
+import torch
+
+from catp_agent.agent.model_io import load_agent_model
+from catp_agent.training.data import SampleSet
+from catp_agent.training.demos import load_demos
+
+
+def _inside(box: list[int], x: int, y: int) -> bool:
+    return box[0] <= x <= box[0] + box[2] and box[1] <= y <= box[1] + box[3]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a model folder, or 'default' for the shipped model")
+    parser.add_argument("--demo-dir", default=".cache/demos", help="demos with elements (default: %(default)s)")
+    parser.add_argument("--first-val-seed", type=int, default=10292,
+                        help="demos from this seed on are the validation ones (default: %(default)s, training's split)")
+    parser.add_argument("--history", type=int, default=3, help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    agent = load_agent_model(None if args.model == "default" else args.model)
+    model, tok = agent.model.eval(), agent.tokenizer
+    demos = [d for d in load_demos(args.demo_dir) if d.seed >= args.first_val_seed]
+    if not demos or any(d.elements is None for d in demos):
+        print(f"click_hits: need validation demos with elements in {args.demo_dir} (seed >= {args.first_val_seed}); "
+              "collect them with `catp-agent train` from a current checkout into an empty --demo-dir", file=sys.stderr)
+        return 2
+    data = SampleSet(demos, tok, agent.image_processor, args.history, progress=False)
+    where = [(demo, t) for demo in demos for t in range(len(demo))]  # sample i is screen i
+    stats: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    cfg = model.config
+    with torch.no_grad():
+        clicks = [i for i, s in enumerate(data.samples) if s.action == "click"]
+        for start in range(0, len(clicks), 16):
+            idx = clicks[start:start + 16]
+            batch = data.batch(idx, cfg.image_seq_length)
+            feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
+                                                   vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+            feats = getattr(feats, "pooler_output", feats)
+            feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+            embeds = model.get_input_embeddings()(batch.input_ids).masked_scatter(
+                (batch.input_ids == cfg.image_token_index).unsqueeze(-1), feats[batch.frame_order].reshape(-1, feats.shape[-1]))
+            hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+            pred = model.lm_head(hidden).argmax(-1)
+            for row, i in enumerate(idx):
+                demo, t = where[i]
+                labels = batch.labels[row, 1:]
+                cols = (labels != -100).nonzero().flatten()
+                got, gold = tok.decode(pred[row, cols]), tok.decode(labels[cols])
+                nums = [int(v) for v in re.findall(r"\d+", got)]
+                gx, gy = (int(v) for v in re.findall(r"\d+", demo.actions[t])[:2])
+                boxes = [e["bbox"] for e in demo.elements[t] if _inside(e["bbox"], gx, gy)]
+                s = stats[demo.task]
+                s[0] += got == gold
+                s[1] += bool(boxes) and len(nums) >= 2 and _inside(min(boxes, key=lambda b: b[2] * b[3]), nums[0], nums[1])
+                s[2] += 1
+    print("| task | exact click | inside the target |\n|---|---|---|")
+    for task, (exact, inside, n) in sorted(stats.items()):
+        print(f"| {task} | {exact}/{n} | {inside}/{n} |")
+    total = [sum(s[k] for s in stats.values()) for k in range(3)]
+    print(f"| **all** | **{total[0]}/{total[2]}** | **{total[1]}/{total[2]}** |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
