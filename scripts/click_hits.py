@@ -22,6 +22,7 @@ import torch
 from catp_agent.agent.model_io import load_agent_model
 from catp_agent.training.data import SampleSet
 from catp_agent.training.demos import load_demos
+from catp_agent.training.train import answer_logits
 
 
 def _inside(box: list[int], x: int, y: int) -> bool:
@@ -47,30 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     data = SampleSet(demos, tok, agent.image_processor, args.history, progress=False)
     where = [(demo, t) for demo in demos for t in range(len(demo))]  # sample i is screen i
     stats: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
-    cfg = model.config
     with torch.no_grad():
         clicks = [i for i, s in enumerate(data.samples) if s.action == "click"]
         for start in range(0, len(clicks), 16):
             idx = clicks[start:start + 16]
-            batch = data.batch(idx, cfg.image_seq_length)
-            feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
-                                                   vision_feature_select_strategy=cfg.vision_feature_select_strategy)
-            feats = getattr(feats, "pooler_output", feats)
-            feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
-            embeds = model.get_input_embeddings()(batch.input_ids).masked_scatter(
-                (batch.input_ids == cfg.image_token_index).unsqueeze(-1), feats[batch.frame_order].reshape(-1, feats.shape[-1]))
-            hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
-            pred = model.lm_head(hidden).argmax(-1)
+            logits, gold, rows = answer_logits(model, data.batch(idx, model.config.image_seq_length))
+            pred = logits.argmax(-1)
             for row, i in enumerate(idx):
                 demo, t = where[i]
-                labels = batch.labels[row, 1:]
-                cols = (labels != -100).nonzero().flatten()
-                got, gold = tok.decode(pred[row, cols]), tok.decode(labels[cols])
+                got, want = tok.decode(pred[rows == row]), tok.decode(gold[rows == row])
                 nums = [int(v) for v in re.findall(r"\d+", got)]
                 gx, gy = (int(v) for v in re.findall(r"\d+", demo.actions[t])[:2])
                 boxes = [e["bbox"] for e in demo.elements[t] if _inside(e["bbox"], gx, gy)]
                 s = stats[demo.task]
-                s[0] += got == gold
+                s[0] += got == want
                 s[1] += bool(boxes) and len(nums) >= 2 and _inside(min(boxes, key=lambda b: b[2] * b[3]), nums[0], nums[1])
                 s[2] += 1
     print("| task | exact click | inside the target |\n|---|---|---|")

@@ -120,7 +120,8 @@ def _worker(args: tuple[str, list[int], str, int, tuple[int, int] | None, Any]) 
             if path.exists():
                 kept += 1
             else:
-                env = env or make_env(task, viewport=viewport)
+                if env is None:
+                    env = make_env(task, viewport=viewport)
                 try:
                     demo = _record_episode(env, task, seed, round_to)
                 except Exception as exc:  # noqa: BLE001 - one bad episode must not end the collection

@@ -105,8 +105,9 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean answer-token loss, per-token correct (bool), per-token sample row) for ``batch``.
+def answer_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, gold token, sample row) for every answer token of ``batch``, teacher forced, in
+    order within each row.
 
     The screens are encoded once per batch; their features replace the image tokens' embeddings,
     which is what the model's own forward does with ``pixel_values``.
@@ -126,8 +127,12 @@ def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch
     # Position t predicts token t+1: score only the answer tokens.
     targets = batch.labels[:, 1:]
     rows, cols = torch.nonzero(targets != -100, as_tuple=True)
-    logits = model.lm_head(hidden[rows, cols])
-    gold = targets[rows, cols]
+    return model.lm_head(hidden[rows, cols]), targets[rows, cols], rows
+
+
+def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean answer-token loss, per-token correct (bool), per-token sample row) for ``batch``."""
+    logits, gold, rows = answer_logits(model, batch)
     loss = F.cross_entropy(logits.float(), gold)
     return loss, logits.argmax(-1) == gold, rows
 
