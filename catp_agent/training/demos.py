@@ -202,37 +202,47 @@ def collect_demos(root: str | Path, tasks: Sequence[str], seeds: Iterable[int], 
 
 
 def _collect_in_processes(jobs: list[tuple], workers: int, bar: Any, add: Any) -> None:
-    import queue as queue_mod
     from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         progress = manager.Queue()
         pending = {pool.submit(_worker, (*job, progress)) for job in jobs}
-        while pending:
+        try:
+            _wait_for_workers(pending, progress, bar, add)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # chunks not started yet are dropped; running ones finish
+            raise
+
+
+def _wait_for_workers(pending: set, progress: Any, bar: Any, add: Any) -> None:
+    """Tick ``bar`` per episode until every future is done; a failed worker raises as soon as the progress queue goes quiet."""
+    import queue as queue_mod
+    from concurrent.futures.process import BrokenProcessPool
+
+    while pending:
+        try:
+            progress.get(timeout=0.5)
+            bar.update(1)
+            continue
+        except queue_mod.Empty:
+            pass
+        for future in [f for f in pending if f.done()]:
+            pending.discard(future)
             try:
-                progress.get(timeout=0.5)
-                bar.update(1)
-                continue
-            except queue_mod.Empty:
-                pass
-            for future in [f for f in pending if f.done()]:
-                pending.discard(future)
-                try:
-                    add(future.result())
-                except BrokenProcessPool as exc:
-                    raise RuntimeError("a demo-collection worker process died (out of memory or killed?); the demos "
-                                       "saved so far are kept and the next run resumes from them") from exc
-                except Exception as exc:
-                    raise RuntimeError(f"a demo-collection worker failed: {type(exc).__name__}: {exc}; the demos saved "
-                                       "so far are kept and the next run resumes from them") from exc
-        while True:  # the last few progress ticks
-            try:
-                progress.get_nowait()
-                bar.update(1)
-            except queue_mod.Empty:
-                break
+                add(future.result())
+            except BrokenProcessPool as exc:
+                raise RuntimeError("a demo-collection worker process died (out of memory or killed?); the demos "
+                                   "saved so far are kept and the next run resumes from them") from exc
+            except Exception as exc:
+                raise RuntimeError(f"a demo-collection worker failed: {type(exc).__name__}: {exc}; the demos saved "
+                                   "so far are kept and the next run resumes from them") from exc
+    while True:  # the last few progress ticks
+        try:
+            progress.get_nowait()
+            bar.update(1)
+        except queue_mod.Empty:
+            break
 
 
 def load_demos(root: str | Path, tasks: Sequence[str] | None = None) -> list[Demo]:

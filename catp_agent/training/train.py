@@ -226,8 +226,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         model = LlavaForConditionalGeneration.from_pretrained(cfg.init_from).to(cfg.device)
         if model.config.vision_config.image_size != cfg.size.image_size or model.config.image_seq_length != cfg.size.image_tokens:
             raise ValueError(f"{cfg.init_from} takes {model.config.vision_config.image_size} px screens with "
-                             f"{model.config.image_seq_length} tokens, but this run's TrainConfig.size prepares {cfg.size.image_size} px "
-                             f"screens with {cfg.size.image_tokens} tokens; pass a size that matches the model")
+                             f"{model.config.image_seq_length} tokens, but this run prepares {cfg.size.image_size} px screens with "
+                             f"{cfg.size.image_tokens} tokens; pass the model's --image-size and --patch-size")
         log(f"starting from the weights and tokenizer in {cfg.init_from}")
     else:
         tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)

@@ -56,3 +56,15 @@ def test_a_failing_worker_process_stops_the_collection_instead_of_hanging(tmp_pa
 def test_unknown_tasks_are_refused_before_any_browser_starts(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['catp/nope-v0'\]"):
         collect_demos(tmp_path, ["catp/login-v0", "catp/nope-v0"], [10000], workers=2, progress=False)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(300)
+def test_worker_processes_split_a_task_and_a_second_call_resumes(tmp_path):
+    seeds = [10000, 10001, 10002]
+    first = collect_demos(tmp_path, ["catp/login-v0"], seeds, workers=2, progress=False)
+    assert first == {"catp/login-v0": {"kept": 3, "failed": 0, "errors": []}}
+    stamps = [demo_path(tmp_path, "catp/login-v0", s).stat().st_mtime_ns for s in seeds]
+    again = collect_demos(tmp_path, ["catp/login-v0"], seeds, workers=2, progress=False)
+    assert again == first
+    assert [demo_path(tmp_path, "catp/login-v0", s).stat().st_mtime_ns for s in seeds] == stamps  # nothing re-recorded
