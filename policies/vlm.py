@@ -20,9 +20,11 @@ from catp_agent.methods import MethodConfig, PruningConfig, SelectionCache
 from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache
 from catp_agent.agent.dialects import Dialect, Frame, default_dialect, get_dialect
 from catp_agent.agent.model_io import AgentModel, load_agent_model
+from catp_agent.agent.pointer import POINTER_ACTIONS, patch_point
 from catp_agent.agent.report import StepReport, build_step_report
 from catp_agent.models.families import adapter_for
 from catp_agent.pruning.spans import expand_image_tokens
+from envs.actions import Action, ActionParseError, format_action, parse_action
 from envs.actions import action_help as envs_action_help
 from policies.base import register_policy
 
@@ -127,16 +129,69 @@ class VLMPolicy:
         return inputs, {"vision_s": self.vision.last_encode_s, "vision_reuse_saved_s": self.vision.last_saved_s,
                         "grids": grids, "ids": ids}
 
-    def _generate(self, inputs: dict, cfg: MethodConfig, signals: TemporalSignals | None) -> tuple[str, Any, float]:
-        with prune(self.agent.model, cfg, self.selections if cfg is self.pruning else None) as handle:
-            handle.signal_provider = signals
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                out = self.agent.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
-                                                min_new_tokens=self.min_new_tokens, do_sample=False)
-            total = time.perf_counter() - t0
+    def _generate(self, inputs: dict, cfg: MethodConfig, signals: TemporalSignals | None
+                  ) -> tuple[str, Any, float, torch.Tensor | None]:
+        """(text, forward record, generate seconds, the prefill's last hidden states (T', d) when
+        a pointer head is loaded, else None)."""
+        captured: list[torch.Tensor] = []
+        hook = None
+        if self.agent.pointer is not None:
+            final_norm = getattr(self.agent.model_family.language_model(self.agent.model), "norm", None)
+            if final_norm is None:
+                raise ValueError(f"a pointer head needs the decoder's final norm, which {type(self.agent.model).__name__} "
+                                 "does not have as language_model.norm")
+
+            def grab(_module: Any, _args: Any, output: torch.Tensor) -> None:
+                if not captured:  # the first call is the prefill
+                    captured.append(output[0].detach())
+
+            hook = final_norm.register_forward_hook(grab)
+        try:
+            with prune(self.agent.model, cfg, self.selections if cfg is self.pruning else None) as handle:
+                handle.signal_provider = signals
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    out = self.agent.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                                    min_new_tokens=self.min_new_tokens, do_sample=False)
+                total = time.perf_counter() - t0
+        finally:
+            if hook is not None:
+                hook.remove()
         new = out[0, inputs["input_ids"].shape[1]:]
-        return self.agent.tokenizer.decode(new, skip_special_tokens=True), handle.last, total
+        return (self.agent.tokenizer.decode(new, skip_special_tokens=True), handle.last, total,
+                captured[0] if captured else None)
+
+    def _point(self, action: str, hidden: torch.Tensor | None, record: Any, grid: tuple[int, int],
+               screen: tuple[int, int]) -> tuple[str, int | None]:
+        """``action`` with its (x, y) from the pointer head when it is a click and a head is
+        loaded; and the token pointed at (row-major in the current screenshot's grid), else None."""
+        if hidden is None or record is None or not record.image_spans:
+            return action, None
+        try:
+            parsed = parse_action(action)
+        except ActionParseError:
+            return action, None
+        if parsed.name not in POINTER_ACTIONS:
+            return action, None
+        start, end = record.image_spans[-1]
+        rows, cols = grid
+        if end - start != rows * cols:
+            raise ValueError(f"the pointer head needs a plain token grid, but the current screenshot has {end - start} "
+                             f"tokens for a {rows} x {cols} grid ({self.agent.family}); use the model without its pointer head")
+        if record.kept_final:
+            alive = record.kept_positions("final").to(hidden.device)
+            patches = record.kept_final[-1].to(hidden.device)
+        else:  # nothing was pruned
+            alive = torch.arange(record.n_tokens, device=hidden.device)
+            patches = torch.arange(end - start, device=hidden.device)
+        if alive.numel() != hidden.shape[0]:
+            raise RuntimeError(f"pointer: the prefill's final hidden states have {hidden.shape[0]} positions but the "
+                               f"record keeps {alive.numel()}")
+        where = torch.searchsorted(alive, start + patches)
+        best, offset, _ = self.agent.pointer.point(hidden[-1], hidden[where])
+        token = int(patches[best])
+        x, y = patch_point(token, offset, grid, (screen[1], screen[0]))
+        return format_action(Action(parsed.name, (x, y))), token
 
     # ------------------------------------------------------------------ acting
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
@@ -144,21 +199,22 @@ class VLMPolicy:
         inputs, meta = self.build_inputs(str(obs.get("instruction", "")), str(obs.get("last_action_error", "")))
         if self.signals is not None:
             self.signals.begin_step(meta["ids"], meta["grids"])
-        raw, record, total = self._generate(inputs, self.pruning, self.signals)
+        raw, record, total, hidden = self._generate(inputs, self.pruning, self.signals)
         if self.signals is not None:
             self.signals.end_step(record)
         frame = self._frames[meta["ids"][-1]]
-        action = self.dialect.parse(raw, frame)
+        screen = obs["screenshot"].shape[:2]
+        action, pointed = self._point(self.dialect.parse(raw, frame), hidden, record, meta["grids"][-1], screen)
         reference = None
         if self.fidelity:
-            ref_raw, _, _ = self._generate(inputs, UNPRUNED, None)
-            reference = self.dialect.parse(ref_raw, frame)
+            ref_raw, ref_record, _, ref_hidden = self._generate(inputs, UNPRUNED, None)
+            reference, _ = self._point(self.dialect.parse(ref_raw, frame), ref_hidden, ref_record, meta["grids"][-1], screen)
         self.window.act(action)
         self.last_report = build_step_report(
             record, action=action, raw_output=raw, generate_s=total, vision_s=meta["vision_s"],
             vision_reuse_saved_s=meta["vision_reuse_saved_s"], grid=meta["grids"][-1],
-            screen_size=obs["screenshot"].shape[:2], reference_action=reference,
-            grids=meta["grids"], screenshot_ids=meta["ids"])
+            screen_size=screen, reference_action=reference,
+            grids=meta["grids"], screenshot_ids=meta["ids"], pointer_token=pointed)
         return action
 
 

@@ -43,6 +43,7 @@ class AgentModel:
     family: str  # the registered family name
     source: str  # path, hub id, "object" or "tiny-random"
     dialect: str | None = None  # the action dialect to use (None: default_dialect for this model)
+    pointer: Any = None  # a PointerHead saved beside the checkpoint (catp_agent.agent.pointer), else None
 
     @property
     def model_family(self) -> ModelFamily:
@@ -109,11 +110,13 @@ def _is_hub_id(text: str) -> bool:
 
 def load_agent_model(model: str | Path | nn.Module | None = None, tokenizer: Any = None,
                      image_processor: Any = None, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto",
-                     attn: str = "sdpa") -> AgentModel:
+                     attn: str = "sdpa", pointer: Any = None) -> AgentModel:
     """``model``: a checkpoint folder or hub id (``from_pretrained``; a hub id downloads where the
     hub can be reached), a model object (then pass its ``tokenizer`` and ``image_processor``; it
     is moved to ``device``/``dtype`` only when they are given explicitly), or None for the bundled
-    default model (a tiny random-weight Qwen2-VL when no trained default ships with this copy)."""
+    default model (a tiny random-weight Qwen2-VL when no trained default ships with this copy).
+    A pointer head saved beside a checkpoint folder (``pointer_head.safetensors``) is loaded with
+    it; ``pointer`` passes one for a model object (or overrides the folder's)."""
     attn = check_attn(attn)
     if isinstance(model, nn.Module):
         family = family_for(model)
@@ -122,7 +125,8 @@ def load_agent_model(model: str | Path | nn.Module | None = None, tokenizer: Any
         if str(device) != "auto" or dtype != "auto":
             target = resolve_device(device) if str(device) != "auto" else next(model.parameters()).device
             model = model.to(device=target, dtype=resolve_dtype(dtype, target) if dtype != "auto" else None)
-        return AgentModel(model.eval(), tokenizer, image_processor or family.load_image_processor(), family.name, "object")
+        return AgentModel(model.eval(), tokenizer, image_processor or family.load_image_processor(), family.name, "object",
+                          pointer=_placed(pointer, model))
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     if model is None:
@@ -161,4 +165,16 @@ def load_agent_model(model: str | Path | nn.Module | None = None, tokenizer: Any
     tok = AutoTokenizer.from_pretrained(source)
     if tok.chat_template is None:
         tok.chat_template = family.chat_template
-    return AgentModel(net.eval(), tok, image_processor or family.load_image_processor(source), family.name, source)
+    if pointer is None and source == str(path):
+        from catp_agent.agent.pointer import load_pointer_head
+
+        pointer = load_pointer_head(path)
+    return AgentModel(net.eval(), tok, image_processor or family.load_image_processor(source), family.name, source,
+                      pointer=_placed(pointer, net))
+
+
+def _placed(pointer: Any, model: nn.Module) -> Any:
+    """``pointer`` (a PointerHead or None) on the model's device, in float32 (it is tiny)."""
+    if pointer is None:
+        return None
+    return pointer.to(device=next(model.parameters()).device, dtype=torch.float32).eval()

@@ -107,6 +107,7 @@ class StepReport:
     k_layer: int | None
     kept_map: KeptMap | None
     prompt_images: PromptImages | None = None
+    pointer_token: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready (``kept_map`` and ``prompt_images`` as their ``to_dict()``)."""
@@ -125,7 +126,7 @@ def build_step_report(record: ForwardRecord, *, action: str, raw_output: str, ge
                       vision_s: float, vision_reuse_saved_s: float, grid: tuple[int, int],
                       screen_size: tuple[int, int], reference_action: str | None = None,
                       grids: Sequence[tuple[int, int]] | None = None,
-                      screenshot_ids: Sequence[int] | None = None) -> StepReport:
+                      screenshot_ids: Sequence[int] | None = None, pointer_token: int | None = None) -> StepReport:
     """The report of a step whose pruned prefill is ``record``.
 
     generate_s: wall time of the whole ``generate`` call (decode_s is what the prefill leaves of
@@ -167,4 +168,5 @@ def build_step_report(record: ForwardRecord, *, action: str, raw_output: str, ge
         k_layer=record.k_layer,
         kept_map=kept_map,
         prompt_images=prompt_images,
+        pointer_token=pointer_token,
     )

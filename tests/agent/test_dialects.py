@@ -155,7 +155,7 @@ def test_catp_spans_paired_text_and_budget_in_each_layout(tiny_agent, name):
     rendered = tok.decode(ids[0])
     if dialect.system:
         assert rendered.index(dialect.system_text(frames[-1])[:40]) < rendered.index("<|vision_start|>")
-    raw, record, _ = policy._generate(inputs, policy.pruning, None)
+    raw, record, _, _ = policy._generate(inputs, policy.pruning, None)
     n = layout.n_image_tokens
     report = build_step_report(
         record, action="x", raw_output=raw, generate_s=0.0, vision_s=0.0, vision_reuse_saved_s=0.0,

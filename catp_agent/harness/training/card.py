@@ -42,6 +42,13 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         f"- Tokenizer: byte-level BPE ({size['vocab_size']} entries) learned offline from the training prompts and actions, "
         "digits split one by one, plus one whole token for each multiple of 10 from 0 to 1000 (a click coordinate is one "
         "token); LLaVA special tokens and chat template.",
+        (f"- Pointer head (`pointer_head.safetensors` beside the weights, {summary.get('pointer_parameters', 0) / 1e3:.0f} k "
+         f"parameters, query/key size {cfg.get('pointer_dim')}): a click's location is chosen among the current screenshot's "
+         "image tokens that survived pruning (the decoder's last hidden state of the last prompt token against each image "
+         "token's), then an offset inside that token's patch; the click's text coordinates are replaced by it "
+         "(`catp_agent.agent.pointer`). Trained with dense targets: every patch whose centre is in the clicked element's "
+         f"box is right (loss weight {cfg.get('pointer_weight')})."
+         if summary.get("pointer_parameters") else "- No pointer head: clicks are read from the text's coordinates."),
         "",
         "## Data",
         "",
@@ -64,7 +71,7 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         + (" (stopped by the time budget)" if summary.get("stopped_early") else "")
         + f"; training {summary['train_s'] / 60:.1f} min, demo collection {summary['collect_s'] / 60:.1f} min "
         "(about 15 min with 2 to 5 browser processes when .cache/demos is empty), "
-        f"on {summary['machine']['cpu_threads']} CPU threads ({summary['machine']['platform']}, torch {summary['machine']['torch']}).",
+        f"on {summary['machine'].get('device', 'cpu')}, {summary['machine']['cpu_threads']} CPU threads ({summary['machine']['platform']}, torch {summary['machine']['torch']}).",
         (f"- Copy practice: first {cfg.get('copy_warmup_steps', 0)} steps of {cfg.get('copy_warmup_batch', 0)} text-only "
          f"`type` steps alone, then behaviour cloning where each step also scores {cfg['copy_batch']} text-only `type` steps (screens left out) whose typed "
          "values are swapped, in the instruction, the history and the answer, for another demo's value or a random string "
@@ -85,7 +92,9 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         f"- Final validation (teacher forced): answer loss {final.get('val_loss', float('nan')):.4f}, "
         f"exact action {100 * final.get('val_action_acc', float('nan')):.1f} % "
         f"(clicks {100 * final.get('val_click_acc', float('nan')):.1f} %, typing {100 * final.get('val_type_acc', float('nan')):.1f} %)"
-        + (f"; grounding questions {100 * final['val_ground_acc']:.1f} % exact." if "val_ground_acc" in final else "."),
+        + (f"; grounding questions {100 * final['val_ground_acc']:.1f} % exact" if "val_ground_acc" in final else "")
+        + (f"; pointer: right token {100 * final['val_pointer_hit']:.1f} %, click inside the target "
+           f"{100 * final.get('val_pointer_inside', float('nan')):.1f} %." if "val_pointer_hit" in final else "."),
         ("- Reproduce: train the first stage, then rerun `catp-agent train --init FIRST_STAGE` with this stage's settings "
          "(all in `training.json`); `training_log.jsonl` has the loss per step."
          if cfg.get("init_from") else
@@ -97,8 +106,8 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         "",
         "## Limits",
         "",
-        "- Knows only the eight bundled task families, at the default 640x480 viewport; it has never seen MiniWoB++ or",
-        "  any other page, and will not generalise to them.",
+        ("- Knows only the tasks above, at the viewport they were collected at; it has never seen other pages and will "
+         "not generalise to them."),
         "- Trained with a history window of 3: use `--history 3` (the default).",
         "- Random weights at the start and a few CPU-hours' worth of data at most: its mistakes are a small model's mistakes,",
         "  e.g. clicking a neighbouring item in a long list.",

@@ -70,6 +70,12 @@ def register_train(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--ground-weight", type=float, default=d.ground_weight,
                         help="weight of the grounding-practice loss (default: %(default)s)")
+    parser.add_argument("--pointer-weight", type=float, default=d.pointer_weight,
+                        help="> 0: also train a pointer head (clicks choose among the current screen's image tokens, then "
+                             "an offset inside the token's patch; catp_agent.agent.pointer) with this loss weight, saved "
+                             "beside the model as pointer_head.safetensors; 0: none (default: %(default)s)")
+    parser.add_argument("--pointer-dim", type=_positive(int), default=d.pointer_dim,
+                        help="the pointer head's query/key size (default: %(default)s)")
     parser.add_argument("--init", default="", metavar="MODEL_DIR",
                         help="start from this model folder's weights and tokenizer instead of fresh ones, e.g. "
                              "to add a second stage to a trained model (default: fresh)")
@@ -108,6 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
                           copy_batch=args.copy_batch, copy_weight=args.copy_weight,
                           copy_warmup_steps=args.copy_warmup_steps, ground_batch=args.ground_batch,
                           ground_weight=args.ground_weight, ground_warmup_steps=args.ground_warmup_steps,
+                          pointer_weight=args.pointer_weight, pointer_dim=args.pointer_dim,
                           init_from=args.init, sincos_init=args.sincos_init, warmup_steps=args.warmup_steps,
                           threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:

@@ -34,7 +34,7 @@ from catp_agent.agent.history import Screenshot
 from catp_agent.agent.prompt import build_messages, target_text
 from catp_agent.harness.training.demos import Demo
 
-__all__ = ["Batch", "CopySet", "GroundSet", "Sample", "SampleSet", "corpus_texts", "ground_targets", "typed_values"]
+__all__ = ["Batch", "CopySet", "GroundSet", "PointerTargets", "Sample", "SampleSet", "corpus_texts", "ground_targets", "typed_values"]
 
 
 @dataclass
@@ -44,6 +44,32 @@ class Sample:
     frames: list[int]  # screen indices into SampleSet.pixels, prompt order
     task: str
     action: str = ""  # the answer's primitive ("click", "type", ...)
+    click: tuple[float, float] | None = None  # a click answer's (x, y), screen pixels
+    box: tuple[float, float, float, float] | None = None  # the clicked element's box (x, y, w, h), when stored
+    screen: tuple[int, int] = (0, 0)  # the screen's (width, height)
+
+
+@dataclass
+class PointerTargets:
+    """The pointer head's targets for the click samples of a batch (see catp_agent.agent.pointer).
+
+    rows: which batch rows are clicks. query_pos: the position predicting each one's first answer
+    token. key_start: where its current screen's image tokens start. right (n, N): the tokens
+    whose patch centre is in the clicked element's box (and the click's own). own (n,): the
+    click's token. offset (n, 2): the click inside it. box (n, 4) and screen (n, 2): for
+    inside-the-box accuracy (box -1 where none is stored)."""
+
+    rows: torch.Tensor
+    query_pos: torch.Tensor
+    key_start: torch.Tensor
+    right: torch.Tensor
+    own: torch.Tensor
+    offset: torch.Tensor
+    box: torch.Tensor
+    screen: torch.Tensor
+
+    def to(self, device) -> "PointerTargets":
+        return PointerTargets(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
 @dataclass
@@ -53,9 +79,11 @@ class Batch:
     labels: torch.Tensor  # (B, T), -100 except the answer
     pixel_values: torch.Tensor  # (F, 3, S, S) distinct screens, normalised
     frame_order: torch.Tensor  # (n images in batch,) index into pixel_values, in token order
+    pointer: PointerTargets | None = None  # the click rows' pointer targets (None: no clicks, or not asked for)
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.pixel_values, self.frame_order)))
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.pixel_values, self.frame_order)),
+                     pointer=None if self.pointer is None else self.pointer.to(device))
 
 
 def prompt_messages(demo: Demo, step: int, history: int) -> list[dict]:
@@ -110,8 +138,10 @@ class SampleSet:
                 prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
                 target = tokenizer(target_text(demo.actions[t]), add_special_tokens=False)["input_ids"] + [eos]
                 first = max(0, t - history)
+                click, box = _click_and_box(demo.actions[t], demo.elements[t] if demo.elements else None)
+                height, width = demo.frames[t].shape[:2]
                 self.samples.append(Sample(prompt, target, [offset + i for i in range(first, t + 1)], demo.task,
-                                           _primitive(demo.actions[t])))
+                                           _primitive(demo.actions[t]), click, box, (int(width), int(height))))
             offset += len(demo)
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
@@ -133,7 +163,40 @@ class SampleSet:
                 raise RuntimeError(f"sample has {n_images} image placeholders for {len(s.frames)} screens")
             order.extend(where[f] for f in s.frames)
             rows.append((self.expand_images(s.prompt_ids, tokens_per_image), s.target_ids))
-        return _padded_batch(rows, self.tokenizer.pad_token_id, self.screens(frames), torch.tensor(order, dtype=torch.long))
+        batch = _padded_batch(rows, self.tokenizer.pad_token_id, self.screens(frames), torch.tensor(order, dtype=torch.long))
+        batch.pointer = self.pointer_targets(samples, [p for p, _ in rows], tokens_per_image)
+        return batch
+
+    def pointer_targets(self, samples: Sequence[Sample], prompts: Sequence[Sequence[int]],
+                        tokens_per_image: int) -> PointerTargets | None:
+        """The pointer targets of the click samples among ``samples`` (their expanded prompts
+        ``prompts``); None when there is no click."""
+        from catp_agent.agent.pointer import pointer_targets
+
+        side = int(round(tokens_per_image ** 0.5))
+        if side * side != tokens_per_image:
+            raise ValueError(f"pointer targets need a square token grid, got {tokens_per_image} tokens per image")
+        picked = [(i, s, p) for i, (s, p) in enumerate(zip(samples, prompts)) if s.click is not None]
+        if not picked:
+            return None
+        cols = {f.name: [] for f in PointerTargets.__dataclass_fields__.values()}
+        for i, s, p in picked:
+            right, own, offset = pointer_targets(s.click, s.box, (side, side), s.screen)
+            mask = torch.zeros(tokens_per_image, dtype=torch.bool)
+            mask[right] = True
+            last_image = max(k for k, tok in enumerate(p) if tok == self.image_token_id)
+            cols["rows"].append(i)
+            cols["query_pos"].append(len(p) - 1)
+            cols["key_start"].append(last_image - tokens_per_image + 1)
+            cols["right"].append(mask)
+            cols["own"].append(own)
+            cols["offset"].append(offset)
+            cols["box"].append(s.box if s.box is not None else (-1.0, -1.0, -1.0, -1.0))
+            cols["screen"].append(s.screen)
+        return PointerTargets(
+            rows=torch.tensor(cols["rows"]), query_pos=torch.tensor(cols["query_pos"]), key_start=torch.tensor(cols["key_start"]),
+            right=torch.stack(cols["right"]), own=torch.tensor(cols["own"]), offset=torch.tensor(cols["offset"], dtype=torch.float32),
+            box=torch.tensor(cols["box"], dtype=torch.float32), screen=torch.tensor(cols["screen"], dtype=torch.float32))
 
     def expand_images(self, prompt_ids: Sequence[int], tokens_per_image: int) -> list[int]:
         """``prompt_ids`` with each image placeholder repeated ``tokens_per_image`` times."""
@@ -164,6 +227,28 @@ def _padded_batch(rows: list[tuple[list[int], list[int]]], pad: int, pixel_value
 
 def _primitive(action: str) -> str:
     return action.split("(", 1)[0].strip()
+
+
+def _click_and_box(action: str, elements: Sequence[dict] | None
+                   ) -> tuple[tuple[float, float] | None, tuple[float, float, float, float] | None]:
+    """A click answer's (x, y) and the smallest stored element box holding it (None, None for
+    other answers; box None when no stored box holds the click)."""
+    from catp_agent.agent.pointer import POINTER_ACTIONS
+    from envs.actions import ActionParseError, parse_action
+
+    try:
+        parsed = parse_action(action)
+    except ActionParseError:
+        return None, None
+    if parsed.name not in POINTER_ACTIONS:
+        return None, None
+    x, y = (float(v) for v in parsed.args)
+    best = None
+    for e in elements or []:
+        bx, by, bw, bh = (float(v) for v in e["bbox"])
+        if bx <= x <= bx + bw and by <= y <= by + bh and (best is None or bw * bh < best[2] * best[3]):
+            best = (bx, by, bw, bh)
+    return (x, y), best
 
 
 def typed_values(demo: Demo) -> list[str]:

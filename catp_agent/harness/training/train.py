@@ -66,6 +66,8 @@ class TrainConfig:
     ground_weight: float = 1.0
     ground_warmup_steps: int = 0  # grounding-practice steps (with copy practice beside) before behaviour cloning
     ground_warmup_batch: int = 64
+    pointer_weight: float = 0.0  # > 0: train a pointer head (catp_agent.agent.pointer) with this loss weight
+    pointer_dim: int = 128
     init_from: str = ""  # a model folder to start from (its weights and tokenizer) instead of fresh weights
     sincos_init: bool = False  # fresh weights: patch positions and coordinate tokens start as sine-cosine codes
     seed: int = 0
@@ -96,6 +98,8 @@ class TrainConfig:
             raise ValueError("sincos_init sets fresh weights; it cannot be combined with init_from (pick one)")
         if self.init_from and not (Path(self.init_from) / "config.json").is_file():
             raise ValueError(f"init_from must be a model folder with a config.json, got {self.init_from!r}")
+        if self.pointer_weight < 0 or self.pointer_dim < 1:
+            raise ValueError(f"pointer_weight must be >= 0 and pointer_dim >= 1, got {self.pointer_weight}, {self.pointer_dim}")
         if self.history < 0:
             raise ValueError(f"history must be >= 0, got {self.history}")
 
@@ -112,9 +116,10 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def answer_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_logits(model, batch: Batch, extra: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, gold token, sample row) for every answer token of ``batch``, teacher forced, in
-    order within each row.
+    order within each row. With ``extra`` (a dict), ``extra["hidden"]`` is set to the decoder's
+    last hidden states (B, T, d).
 
     The screens are encoded once per batch; their features replace the image tokens' embeddings,
     which is what the model's own forward does with ``pixel_values``.
@@ -131,17 +136,50 @@ def answer_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torc
         mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
         embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
     hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+    if extra is not None:
+        extra["hidden"] = hidden
     # Position t predicts token t+1: score only the answer tokens.
     targets = batch.labels[:, 1:]
     rows, cols = torch.nonzero(targets != -100, as_tuple=True)
     return model.lm_head(hidden[rows, cols]), targets[rows, cols], rows
 
 
-def forward_loss(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean answer-token loss, per-token correct (bool), per-token sample row) for ``batch``."""
-    logits, gold, rows = answer_logits(model, batch)
+def forward_loss(model, batch: Batch, pointer=None, extra: dict | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean answer-token loss, per-token correct (bool), per-token sample row) for ``batch``.
+
+    With a ``pointer`` head and a batch with click rows, ``extra`` (a dict) gets the pointer's
+    ``pointer_loss``, ``pointer_hit`` (the best token is a right one, per click) and
+    ``pointer_inside`` (the pointed pixel is inside the clicked element's box, per click with a
+    box)."""
+    want_hidden = pointer is not None and batch.pointer is not None
+    out: dict = {}
+    logits, gold, rows = answer_logits(model, batch, out if want_hidden else None)
     loss = F.cross_entropy(logits.float(), gold)
+    if want_hidden and extra is not None:
+        extra.update(pointer_forward(pointer, out["hidden"], batch.pointer.to(out["hidden"].device)))
     return loss, logits.argmax(-1) == gold, rows
+
+
+def pointer_forward(pointer, hidden: torch.Tensor, targets) -> dict:
+    """The pointer head on a batch's last hidden states: ``pointer_loss``, ``pointer_hit`` and
+    ``pointer_inside`` (see :func:`forward_loss`)."""
+    from catp_agent.agent.pointer import pointer_loss
+
+    n = targets.right.shape[1]
+    query = hidden[targets.rows, targets.query_pos]
+    keys = hidden[targets.rows[:, None], targets.key_start[:, None] + torch.arange(n, device=hidden.device)[None, :]]
+    logits, offsets = pointer(query, keys)
+    loss, hit = pointer_loss(logits, offsets, targets.right, targets.own, targets.offset)
+    best = logits.argmax(-1)
+    side = int(round(n ** 0.5))
+    off = offsets[torch.arange(len(best), device=best.device), best]
+    x = ((best % side).float() + off[:, 0]) * targets.screen[:, 0] / side
+    y = ((best // side).float() + off[:, 1]) * targets.screen[:, 1] / side
+    bx, by, bw, bh = targets.box.unbind(-1)
+    has_box = bw >= 0
+    inside = (x >= bx) & (x <= bx + bw) & (y >= by) & (y <= by + bh)
+    return {"pointer_loss": loss, "pointer_hit": hit.detach(), "pointer_inside": inside[has_box].detach()}
 
 
 def _exact_rows(correct: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -150,23 +188,37 @@ def _exact_rows(correct: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tens
     return wrong == 0
 
 
-def evaluate(model, data: SampleSet, batch_size: int, tokens_per_image: int) -> dict[str, float]:
+def evaluate(model, data: SampleSet, batch_size: int, tokens_per_image: int, pointer=None) -> dict[str, float]:
     """Teacher-forced answer loss and exact-action accuracy on ``data``, overall and for the
-    ``click`` and ``type`` answers apart."""
+    ``click`` and ``type`` answers apart; with a ``pointer`` head also how often its token is a
+    right one (``val_pointer_hit``) and its pixel inside the clicked element (``val_pointer_inside``)."""
     model.eval()
+    if pointer is not None:
+        pointer.eval()
     losses, count = [], 0
     exact: dict[str, list[bool]] = {}
+    hits: list[bool] = []
+    inside: list[bool] = []
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             idx = list(range(start, min(len(data), start + batch_size)))
-            loss, correct, rows = forward_loss(model, data.batch(idx, tokens_per_image))
+            extra: dict = {}
+            loss, correct, rows = forward_loss(model, data.batch(idx, tokens_per_image), pointer, extra)
+            hits += extra.get("pointer_hit", torch.zeros(0, dtype=torch.bool)).tolist()
+            inside += extra.get("pointer_inside", torch.zeros(0, dtype=torch.bool)).tolist()
             losses.append(float(loss) * len(idx))
             for i, ok in zip(idx, _exact_rows(correct, rows, len(idx)).tolist()):
                 exact.setdefault(data.samples[i].action, []).append(ok)
             count += len(idx)
     model.train()
+    if pointer is not None:
+        pointer.train()
     every = [ok for oks in exact.values() for ok in oks]
     out = {"val_loss": sum(losses) / max(1, count), "val_action_acc": sum(every) / max(1, len(every))}
+    if hits:
+        out["val_pointer_hit"] = sum(hits) / len(hits)
+    if inside:
+        out["val_pointer_inside"] = sum(inside) / len(inside)
     for kind in ("click", "type"):
         if exact.get(kind):
             out[f"val_{kind}_acc"] = sum(exact[kind]) / len(exact[kind])
@@ -240,6 +292,17 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
         model = build_model(tokenizer, cfg.size, seed=cfg.seed, structured_init=cfg.sincos_init).to(cfg.device)
     model.train()
+    pointer = None
+    if cfg.pointer_weight:
+        from catp_agent.agent.pointer import PointerConfig, PointerHead, load_pointer_head
+
+        pointer = load_pointer_head(cfg.init_from) if cfg.init_from else None
+        if pointer is None:
+            torch.manual_seed(cfg.seed + 1)
+            pointer = PointerHead(PointerConfig(hidden_size=model.config.text_config.hidden_size, dim=cfg.pointer_dim))
+        else:
+            log(f"continuing the pointer head saved in {cfg.init_from}")
+        pointer = pointer.to(cfg.device).train()
     n_tok = cfg.size.image_tokens
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
     train_set = SampleSet(train_d, tokenizer, image_processor, cfg.history, progress)
@@ -262,7 +325,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     bc_total = max(1, int(round(cfg.epochs * steps_per_epoch)))  # phase 3: behaviour cloning
     total = warm + bc_total
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters()) + ([] if pointer is None else [(f"pointer.{n}", p) for n, p in pointer.named_parameters()])
+    for name, p in named:
         (no_decay if p.ndim < 2 or "norm" in name or "embedding" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.98))
@@ -276,6 +340,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         if {k: v for k, v in state["config"].items() if k not in ignore} != {k: v for k, v in cfg.to_dict().items() if k not in ignore}:
             raise RuntimeError(f"{state_path} was written by a different configuration; delete it or use another --out")
         model.load_state_dict(state["model"])
+        if pointer is not None:
+            pointer.load_state_dict(state["pointer"])
         opt.load_state_dict(state["optimizer"])
         step, train_s = state["step"], state["train_s"]
         log(f"resuming at step {step}/{total}")
@@ -288,6 +354,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     def save_state() -> None:
         tmp = state_path.with_suffix(".tmp")
         torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "pointer": None if pointer is None else pointer.state_dict(),
                     "step": step, "train_s": train_s}, tmp)
         os.replace(tmp, state_path)
 
@@ -301,7 +368,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     with open(log_path, "a") as logf:
         while step < total:
             t0 = time.perf_counter()
-            copy_loss = ground_loss = None
+            copy_loss = ground_loss = pointer_loss_value = pointer_hits = None
             if step < warm_copy:
                 lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
                 loss, correct, rows = forward_loss(model, copy_set.batch(cfg.copy_warmup_batch, np.random.default_rng([cfg.seed, 1, step])))
@@ -314,8 +381,14 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                     epoch, pos = divmod(step - warm, steps_per_epoch)
                     idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
                     lr = _lr_at(cfg, step - warm, bc_total)
-                    loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok))
+                    extra: dict = {}
+                    loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok), pointer, extra)
+                    if "pointer_loss" in extra:
+                        pointer_loss_value = extra["pointer_loss"]
+                        pointer_hits = extra["pointer_hit"]
                 total_loss = loss
+                if pointer_loss_value is not None:
+                    total_loss = total_loss + cfg.pointer_weight * pointer_loss_value
                 # Copy practice beside both (so typing is not forgotten), grounding practice beside behaviour cloning.
                 if cfg.copy_batch and cfg.copy_weight and len(copy_set):
                     copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
@@ -327,7 +400,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
-            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            gnorm = float(torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip))
             opt.step()
             train_s += time.perf_counter() - t0
             step += 1
@@ -344,9 +417,12 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 record["copy_loss"] = round(float(copy_loss.detach()), 5)
             if ground_loss is not None:
                 record["ground_loss"] = round(float(ground_loss.detach()), 5)
+            if pointer_loss_value is not None:
+                record["pointer_loss"] = round(float(pointer_loss_value.detach()), 5)
+                record["pointer_hit"] = round(float(pointer_hits.float().mean()), 4)
             if step % cfg.eval_every == 0 or step == total:
                 if phase == "bc":
-                    record.update({k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()})
+                    record.update({k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok, pointer).items()})
                 if len(val_copy):
                     record["val_copy_acc"] = round(copy_accuracy(model, val_copy), 5)
                 if val_ground:
@@ -355,6 +431,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
             logf.write(json.dumps(record) + "\n")
             logf.flush()
             shown = {k: f"{record[v]:.2f}" for k, v in (("val_acc", "val_action_acc"), ("copy_acc", "val_copy_acc"),
+                                                        ("pointer", "val_pointer_inside"),
                                                         ("ground_acc", "val_ground_acc")) if v in record}
             bar.set_postfix(phase=phase, loss=f"{running:.3f}", **shown)
             bar.update(1)
@@ -366,7 +443,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 break
     bar.close()
     if "val_action_acc" not in metrics or metrics.get("step") != step:
-        metrics = {"step": step, **{k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok).items()}}
+        metrics = {"step": step, **{k: round(v, 5) for k, v in evaluate(model, val_set, 2 * cfg.batch_size, n_tok, pointer).items()}}
         if len(val_copy):
             metrics["val_copy_acc"] = round(copy_accuracy(model, val_copy), 5)
         if val_ground:
@@ -377,15 +454,20 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     model.to("cpu").save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     image_processor.save_pretrained(out)
+    if pointer is not None:
+        from catp_agent.agent.pointer import save_pointer_head
+
+        save_pointer_head(pointer.eval().to("cpu"), out)
     summary = {
         "config": cfg.to_dict(),
         "steps": step, "total_steps": total, "stopped_early": stopped_early,
         "train_samples": len(train_set), "train_episodes": n_train_episodes, "val_samples": len(val_set),
         "val_episodes": n_val_episodes, "demo_report": report,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "pointer_parameters": 0 if pointer is None else sum(p.numel() for p in pointer.parameters()),
         "collect_s": round(collect_s, 1), "train_s": round(train_s, 1),
         "wall_s": round(time.perf_counter() - t_start, 1),
-        "final": metrics, "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+        "final": metrics, "machine": {"device": cfg.device, "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                                       "torch": torch.__version__},
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2))

@@ -313,3 +313,15 @@ def test_train_command_end_to_end_is_deterministic(tmp_path):
     assert small.image_processor.size == {"height": 112, "width": 112}
     assert "started as sine-cosine codes" in (d / "README.md").read_text()
     assert main([*args, "--image-size", "100", "--out", str(tmp_path / "e")]) == 2  # not a multiple of 28
+    # A pointer head trained beside the model (from its weights): saved next to it, scored in the
+    # log, loaded with it, and the policy's clicks come from it.
+    p = tmp_path / "p"
+    assert main([*stage2, "--init", str(a), "--pointer-weight", "1", "--pointer-dim", "16", "--out", str(p)]) == 0
+    log = [json.loads(line) for line in (p / "training_log.jsonl").read_text().splitlines()]
+    clicks = [r for r in log if "pointer_loss" in r]
+    assert clicks and all(np.isfinite(r["pointer_loss"]) for r in clicks)
+    assert "val_pointer_hit" in log[-1] and "val_pointer_inside" in log[-1]
+    pointed = load_agent_model(str(p))
+    assert pointed.pointer is not None and pointed.pointer.config.dim == 16
+    assert load_agent_model(str(a)).pointer is None
+    assert "Pointer head" in (p / "README.md").read_text()
