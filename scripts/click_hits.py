@@ -1,10 +1,13 @@
-"""Teacher-forced clicks of a trained model on the validation demos: exact, and inside the target.
+"""Teacher-forced clicks of a trained model on the validation demos: exact, x and y, inside the target.
 
 The training log's ``val_click_acc`` counts a click right only when both coordinates are the
 oracle's (rounded) numbers. An episode only needs the click to land inside the element the oracle
 clicked, so this also counts that, per task. The target is the smallest stored element whose box
 holds the oracle's click (demos collected with elements: ``.cache/demos`` from a current checkout).
-The y coordinate is predicted after the oracle's x (teacher forcing), as in training.
+The y coordinate is predicted after the oracle's x (teacher forcing), as in training. A model
+with a pointer head (``pointer_head.safetensors``) also gets the pointer's columns: its token is
+a right one (patch centre in the target's box, or the click's own patch), and its pixel is inside
+the target; with a pointer head the pointer's pixel is what the agent clicks.
 
     python scripts/click_hits.py runs/train            # a trained model folder
     python scripts/click_hits.py default               # the shipped model
@@ -22,7 +25,7 @@ import torch
 from catp_agent.agent.model_io import load_agent_model
 from catp_agent.harness.training.data import SampleSet
 from catp_agent.harness.training.demos import load_demos
-from catp_agent.harness.training.train import answer_logits
+from catp_agent.harness.training.train import answer_logits, pointer_forward
 
 
 def _inside(box: list[int], x: int, y: int) -> bool:
@@ -47,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = SampleSet(demos, tok, agent.image_processor, args.history, progress=False)
     where = [(demo, t) for demo in demos for t in range(len(demo))]  # sample i is screen i
-    stats: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    pointer = agent.pointer
+    names = ["exact click", "x exact", "y exact", "inside the target"]
+    if pointer is not None:
+        names += ["pointer: right token", "pointer: inside the target"]
+    stats: dict[str, list[int]] = collections.defaultdict(lambda: [0] * (len(names) + 1))
     with torch.no_grad():
         clicks = [i for i, s in enumerate(data.samples) if s.action == "click"]
         for start in range(0, len(clicks), 16):
             idx = clicks[start:start + 16]
-            logits, gold, rows = answer_logits(model, data.batch(idx, model.config.image_seq_length))
+            out: dict = {}
+            batch = data.batch(idx, model.config.image_seq_length)
+            logits, gold, rows = answer_logits(model, batch, out)
+            pointed = pointer_forward(pointer, out["hidden"], batch.pointer) if pointer is not None else None
             pred = logits.argmax(-1)
             for row, i in enumerate(idx):
                 demo, t = where[i]
@@ -60,15 +70,22 @@ def main(argv: list[str] | None = None) -> int:
                 nums = [int(v) for v in re.findall(r"\d+", got)]
                 gx, gy = (int(v) for v in re.findall(r"\d+", demo.actions[t])[:2])
                 boxes = [e["bbox"] for e in demo.elements[t] if _inside(e["bbox"], gx, gy)]
+                box = min(boxes, key=lambda b: b[2] * b[3]) if boxes else None
                 s = stats[demo.task]
                 s[0] += got == want
-                s[1] += bool(boxes) and len(nums) >= 2 and _inside(min(boxes, key=lambda b: b[2] * b[3]), nums[0], nums[1])
-                s[2] += 1
-    print("| task | exact click | inside the target |\n|---|---|---|")
-    for task, (exact, inside, n) in sorted(stats.items()):
-        print(f"| {task} | {exact}/{n} | {inside}/{n} |")
-    total = [sum(s[k] for s in stats.values()) for k in range(3)]
-    print(f"| **all** | **{total[0]}/{total[2]}** | **{total[1]}/{total[2]}** |")
+                s[1] += len(nums) >= 1 and nums[0] == gx
+                s[2] += len(nums) >= 2 and nums[1] == gy
+                s[3] += box is not None and len(nums) >= 2 and _inside(box, nums[0], nums[1])
+                if pointed is not None:  # batch.pointer.rows lists the click rows in order: all of them here
+                    px, py = (float(v) for v in pointed["pointer_xy"][row])
+                    s[4] += bool(pointed["pointer_hit"][row])
+                    s[5] += box is not None and _inside(box, px, py)
+                s[-1] += 1
+    print("| task | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for task, counts in sorted(stats.items()):
+        print(f"| {task} | " + " | ".join(f"{c}/{counts[-1]}" for c in counts[:-1]) + " |")
+    total = [sum(s[k] for s in stats.values()) for k in range(len(names) + 1)]
+    print("| **all** | " + " | ".join(f"**{c}/{total[-1]}** ({100 * c / max(1, total[-1]):.0f} %)" for c in total[:-1]) + " |")
     return 0
 
 

@@ -9,6 +9,10 @@ Deterministic from ``seed`` on a given machine and thread count: demos are colle
 order, the tokenizer is learned from them in that order, weights start from ``seed`` and the
 batch order is a seeded permutation per epoch. A ``train_state.pt`` is written every
 ``save_every`` steps; a rerun with the same arguments resumes from it.
+
+``extra_demo_dirs`` adds demos collected elsewhere, e.g. by a DAgger round
+(:func:`catp_agent.harness.training.dagger.collect_dagger`: the model's own states, labelled with
+the oracle's action), to the training split only; validation stays the oracle's held-out seeds.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class TrainConfig:
     pointer_weight: float = 0.0  # > 0: train a pointer head (catp_agent.agent.pointer) with this loss weight
     pointer_dim: int = 128
     init_from: str = ""  # a model folder to start from (its weights and tokenizer) instead of fresh weights
+    extra_demo_dirs: tuple[str, ...] = ()  # more demo folders (e.g. DAgger rounds, with labels): training split only
     sincos_init: bool = False  # fresh weights: patch positions and coordinate tokens start as sine-cosine codes
     seed: int = 0
     threads: int = 0  # 0: torch's default
@@ -102,10 +107,15 @@ class TrainConfig:
             raise ValueError(f"pointer_weight must be >= 0 and pointer_dim >= 1, got {self.pointer_weight}, {self.pointer_dim}")
         if self.history < 0:
             raise ValueError(f"history must be >= 0, got {self.history}")
+        self.extra_demo_dirs = tuple(str(d) for d in self.extra_demo_dirs)
+        for folder in self.extra_demo_dirs:
+            if not Path(folder).is_dir():
+                raise ValueError(f"extra demo folder {folder!r} does not exist (collect one with `catp-agent dagger --out DIR`)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["tasks"] = list(self.tasks)
+        d["extra_demo_dirs"] = list(self.extra_demo_dirs)
         return d
 
 
@@ -163,7 +173,7 @@ def forward_loss(model, batch: Batch, pointer=None, extra: dict | None = None
 
 def pointer_forward(pointer, hidden: torch.Tensor, targets) -> dict:
     """The pointer head on a batch's last hidden states: ``pointer_loss``, ``pointer_hit`` and
-    ``pointer_inside`` (see :func:`forward_loss`)."""
+    ``pointer_inside`` (see :func:`forward_loss`), and ``pointer_xy`` (n, 2), the pointed pixels."""
     from catp_agent.agent.pointer import pointer_loss
 
     n = targets.right.shape[1]
@@ -179,7 +189,8 @@ def pointer_forward(pointer, hidden: torch.Tensor, targets) -> dict:
     bx, by, bw, bh = targets.box.unbind(-1)
     has_box = bw >= 0
     inside = (x >= bx) & (x <= bx + bw) & (y >= by) & (y <= by + bh)
-    return {"pointer_loss": loss, "pointer_hit": hit.detach(), "pointer_inside": inside[has_box].detach()}
+    return {"pointer_loss": loss, "pointer_hit": hit.detach(), "pointer_inside": inside[has_box].detach(),
+            "pointer_xy": torch.stack([x, y], dim=-1).detach()}
 
 
 def _exact_rows(correct: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -243,6 +254,26 @@ def copy_accuracy(model, data: CopySet, batch_size: int = 32) -> float:
     return batches_accuracy(model, (data.original(range(s, min(len(data), s + batch_size))) for s in range(0, len(data), batch_size)))
 
 
+def _extra_demos(cfg: TrainConfig, log=print) -> list:
+    """The demos of ``cfg.extra_demo_dirs`` for ``cfg.tasks``, for the training split. Episodes on
+    an evaluation seed (below :data:`EVAL_SEEDS_BELOW`) or on one of the validation seeds are left
+    out (and counted in the log): they would leak what the held-out numbers measure."""
+    cut = cfg.seed_start + cfg.episodes_per_task - cfg.val_episodes_per_task
+    val_seeds = range(cut, cfg.seed_start + cfg.episodes_per_task)
+    kept, dropped = [], 0
+    for folder in cfg.extra_demo_dirs:
+        for demo in load_demos(folder, cfg.tasks):
+            if demo.seed < EVAL_SEEDS_BELOW or demo.seed in val_seeds:
+                dropped += 1
+            else:
+                kept.append(demo)
+    labelled = sum(1 for d in kept if d.labels is not None)
+    log(f"extra demos: {len(kept)} episodes ({labelled} with labels, {sum(len(d) for d in kept)} steps) from "
+        f"{', '.join(cfg.extra_demo_dirs)}, added to the training split"
+        + (f"; {dropped} left out (evaluation or validation seeds)" if dropped else ""))
+    return kept
+
+
 def _split(demos, cfg: TrainConfig):
     train_d, val_d = [], []
     for task in cfg.tasks:
@@ -276,6 +307,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     train_d, val_d = _split(demos, cfg)
     if not train_d:
         raise RuntimeError(f"no demonstrations in {cfg.demo_dir} for {list(cfg.tasks)}: collection report {report}")
+    extra_d = _extra_demos(cfg, log) if cfg.extra_demo_dirs else []
+    train_d += extra_d
 
     image_processor = build_image_processor(cfg.size)
     if cfg.init_from:
@@ -315,9 +348,9 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         raise RuntimeError(f"grounding practice needs demos with stored elements; those in {cfg.demo_dir} have none "
                            "(collected by an older version): collect them again into an empty --demo-dir")
     tokenizer.save_pretrained(out)  # already now, so a running model's checkpoints can be inspected
-    n_train_episodes, n_val_episodes = len(train_d), len(val_d)
+    n_train_episodes, n_val_episodes, n_extra_episodes = len(train_d), len(val_d), len(extra_d)
     log(f"samples: {len(train_set)} train ({n_train_episodes} episodes), {len(val_set)} validation ({n_val_episodes} episodes)")
-    del demos, train_d, val_d  # the full-size screenshots (GBs); the sample sets keep resized copies
+    del demos, train_d, val_d, extra_d  # the full-size screenshots (GBs); the sample sets keep resized copies
 
     steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
     warm_copy = cfg.copy_warmup_steps if len(copy_set) else 0  # phase 1: text-only copy practice
@@ -337,7 +370,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     if state_path.exists():
         state = torch.load(state_path, weights_only=False, map_location=cfg.device)
         ignore = ("device", "workers", "time_budget_s")  # how the run goes, not what it computes
-        if {k: v for k, v in state["config"].items() if k not in ignore} != {k: v for k, v in cfg.to_dict().items() if k not in ignore}:
+        saved = {"extra_demo_dirs": [], **state["config"]}  # a state written before the key existed: its default
+        if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in cfg.to_dict().items() if k not in ignore}:
             raise RuntimeError(f"{state_path} was written by a different configuration; delete it or use another --out")
         model.load_state_dict(state["model"])
         if pointer is not None:
@@ -461,7 +495,8 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     summary = {
         "config": cfg.to_dict(),
         "steps": step, "total_steps": total, "stopped_early": stopped_early,
-        "train_samples": len(train_set), "train_episodes": n_train_episodes, "val_samples": len(val_set),
+        "train_samples": len(train_set), "train_episodes": n_train_episodes, "extra_train_episodes": n_extra_episodes,
+        "val_samples": len(val_set),
         "val_episodes": n_val_episodes, "demo_report": report,
         "parameters": sum(p.numel() for p in model.parameters()),
         "pointer_parameters": 0 if pointer is None else sum(p.numel() for p in pointer.parameters()),
