@@ -9,6 +9,7 @@ Usage (each subcommand has its own --help):
     catp-agent bench --json                 # prefill latency, KV cache and FLOPs per method and R
     catp-agent tasks                        # list the registered web tasks
     catp-agent train --out runs/train       # train the default agent model (CPU, behaviour cloning)
+    catp-agent dagger --model runs/train --out runs/dagger1 --seeds 10000-10049   # DAgger relabelling
 
 Subcommand modules register themselves in SUBCOMMANDS as "module:register_function"; each
 register function adds its parser and sets ``func``. Modules load only when named, so
@@ -30,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("catp_agent.harness.bench:register", "prefill latency / KV cache / FLOPs per method and ratio"),
     "tasks": ("catp_agent.harness.tasks:register", "list the registered web tasks"),
     "train": ("catp_agent.harness.training.commands:register_train", "behaviour-clone the default agent model from the task oracles"),
+    "dagger": ("catp_agent.harness.training.commands:register_dagger",
+               "a DAgger round: the model drives, the oracle labels each step; demos for train --extra-demos"),
 }
 
 

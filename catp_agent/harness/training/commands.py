@@ -1,4 +1,5 @@
-"""``catp-agent train``: behaviour-clone the default agent model from the tasks' oracles."""
+"""``catp-agent train``: behaviour-clone the default agent model from the tasks' oracles;
+``catp-agent dagger``: a DAgger round, the model's own states labelled by the oracles."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["register_train"]
+__all__ = ["register_dagger", "register_train"]
 
 EPILOG = """\
 examples:
@@ -15,6 +16,8 @@ examples:
   catp-agent train --out catp_agent/assets/default_model   # replace the bundled model
   catp-agent train --episodes-per-task 20 --epochs 1 --out runs/quick   # a quick smoke run
   catp-agent eval --model runs/train --tasks bundled --seeds 0-9 --methods none   # held-out success
+  catp-agent dagger --model runs/train --out runs/dagger1 --tasks bundled --seeds 10000-10049
+  catp-agent train --init runs/train --extra-demos runs/dagger1 --out runs/train_dagger1   # a DAgger round
 
 Demonstrations are cached in --demo-dir (reused by later runs). Training is deterministic from
 --seed on a given machine and thread count. An interrupted run resumes from OUT/train_state.pt
@@ -79,6 +82,11 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="", metavar="MODEL_DIR",
                         help="start from this model folder's weights and tokenizer instead of fresh ones, e.g. "
                              "to add a second stage to a trained model (default: fresh)")
+    parser.add_argument("--extra-demos", default="", metavar="DIR[,DIR]",
+                        help="more demonstration folders whose episodes join the training split (never validation), "
+                             "for the --tasks trained; made by `catp-agent dagger`: the model's own states labelled "
+                             "with the oracle's action, so that it learns to recover from its mistakes. Episodes on "
+                             "evaluation or validation seeds are left out (default: none)")
     parser.add_argument("--image-size", type=_positive(int), default=ModelSize().image_size,
                         help="screens are squashed to this square size, in px (default: %(default)s)")
     parser.add_argument("--patch-size", type=_positive(int), default=ModelSize().patch_size,
@@ -116,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
                           ground_weight=args.ground_weight, ground_warmup_steps=args.ground_warmup_steps,
                           pointer_weight=args.pointer_weight, pointer_dim=args.pointer_dim,
                           init_from=args.init, sincos_init=args.sincos_init, warmup_steps=args.warmup_steps,
+                          extra_demo_dirs=tuple(d.strip() for d in args.extra_demos.split(",") if d.strip()),
                           threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:
         print(f"catp-agent train: {exc}", file=sys.stderr)
@@ -128,3 +137,80 @@ def run_train(args: argparse.Namespace) -> int:
     print(json.dumps({"out": cfg.out, "steps": summary["steps"], "train_s": summary["train_s"],
                       "val_loss": final.get("val_loss"), "val_action_acc": final.get("val_action_acc")}))
     return 0
+
+
+DAGGER_EPILOG = """\
+examples:
+  catp-agent dagger --model runs/train --out runs/dagger1 --tasks bundled --seeds 10000-10049
+  catp-agent dagger --model runs/train --out runs/dagger1 --tasks catp/login-v0,catp/menu-v0 --seeds 10000-10099 --workers 2
+  catp-agent train --init runs/train --extra-demos runs/dagger1 --out runs/train_dagger1   # train on them
+
+The model plays each (task, seed); before each of its actions the task's oracle says what the
+right action from that screen is (the label). Every episode is stored in OUT as a demo with the
+executed actions (the model's) and the labels; `catp-agent train --extra-demos OUT` adds them to
+the training split. --beta P executes the oracle's action instead with probability P, to reach
+states further along the tasks. Seeds must be >= 1000 (below are the evaluation seeds); rerunning
+the same command skips the episodes already stored. OUT/dagger_report.json holds the report:
+per task episodes, successes, steps and how often the model's action equalled the label.
+"""
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+    return value
+
+
+def register_dagger(parser: argparse.ArgumentParser) -> None:
+    """``catp-agent dagger``: one DAgger round (catp_agent.harness.training.dagger)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = DAGGER_EPILOG
+    parser.add_argument("--model", required=True, metavar="DIR", help="the model folder that drives (a trained checkpoint)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="demo folder the episodes go to (the layout of --demo-dir; resumable)")
+    parser.add_argument("--tasks", default="bundled", help="comma list of env ids, or 'bundled' (default: %(default)s)")
+    parser.add_argument("--seeds", default="10000-10049",
+                        help="training seeds, >= 1000: '10000-10049', '10000,10007' (default: %(default)s)")
+    parser.add_argument("--beta", type=_fraction, default=0.0,
+                        help="chance that a step executes the oracle's action instead of the model's (default: %(default)s)")
+    parser.add_argument("--max-steps", type=_positive(int), default=None, help="steps per episode (default: the task's own limit)")
+    parser.add_argument("--history", type=int, default=3, help="past screens in the model's prompt, as trained (default: %(default)s)")
+    parser.add_argument("--workers", type=_positive(int), default=1,
+                        help="processes, each with its own browser and copy of the model (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the --beta draws (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_dagger)
+
+
+def run_dagger(args: argparse.Namespace) -> int:
+    from catp_agent.harness import validate
+    from catp_agent.harness.evaluation.grid import parse_seeds
+    from catp_agent.harness.training.dagger import check_dagger_args, collect_dagger
+    from catp_agent.harness.training.train import BUNDLED_TASKS
+
+    tasks = BUNDLED_TASKS if args.tasks.strip() == "bundled" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:  # bad input: exit 2 before a browser starts (the model loads once here, to refuse one that cannot)
+        seeds = parse_seeds(args.seeds)
+        check_dagger_args(tasks, seeds, beta=args.beta, max_steps=args.max_steps, workers=args.workers, history=args.history)
+        validate.check_model_folder(args.model)
+        validate.check_out_dir(args.out)
+        agent = validate.load_model(args.model)
+    except ValueError as exc:
+        print(f"catp-agent dagger: error: {exc}", file=sys.stderr)
+        return 2
+    report = collect_dagger(agent if args.workers == 1 else args.model, args.out, tasks, seeds, history=args.history,
+                            max_steps=args.max_steps, beta=args.beta, workers=args.workers,
+                            progress=not args.no_progress, seed=args.seed)
+    total = report["total"]
+    for task, stats in report["tasks"].items():
+        print(f"{task}: {stats['episodes']} episodes ({stats['new']} new), {stats['successes']} solved, "
+              f"{stats['steps']} steps, model = label on {stats['agree']}"
+              + (f", {stats['failed']} ended in an error (not stored)" if stats["failed"] else ""))
+    for error in [e for s in report["tasks"].values() for e in s["errors"]][:5]:
+        print(f"  {error}", file=sys.stderr)
+    print(json.dumps({"out": args.out, **{k: total[k] for k in ("episodes", "new", "successes", "steps", "agree", "empty", "failed")}}))
+    return 0 if total["failed"] == 0 else 1

@@ -6,6 +6,11 @@ actions, the current screen with the task (and the error shown with it), exactly
 template, the image placeholders expanded), followed by the answer
 ``target_text(action)`` and the end-of-sequence token. Only the answer is scored.
 
+A demo with ``labels`` (a DAgger round, :mod:`catp_agent.harness.training.dagger`) is answered
+with the label of each step (the oracle's action from that screen) while its history shows the
+actions that were executed (the model's own, as the agent sees them at inference);
+:attr:`Demo.targets` is the one place that picks between the two.
+
 Screens are stored once, resized to the model's input size as uint8; every sample refers to
 them by index, so a batch encodes each distinct screen once.
 
@@ -105,7 +110,7 @@ def corpus_texts(demos: Sequence[Demo], history: int = 3) -> list[str]:
         for t in range(len(demo)):
             text = render.apply_chat_template(prompt_messages(demo, t, history), add_generation_prompt=True, tokenize=False)
             texts.append(text.replace("<image>", ""))
-            texts.append(target_text(demo.actions[t]))
+            texts.append(target_text(demo.targets[t]))
     return texts
 
 
@@ -133,15 +138,16 @@ class SampleSet:
             self.demo_offsets.append(offset)
             for t in range(len(demo)):
                 self.pixels[offset + t] = self._resize(demo.frames[t])
+            answers = demo.targets  # the labels where the demo has them; the prompt's history keeps demo.actions
             for t in range(len(demo)):
                 text = tokenizer.apply_chat_template(prompt_messages(demo, t, history), add_generation_prompt=True, tokenize=False)
                 prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
-                target = tokenizer(target_text(demo.actions[t]), add_special_tokens=False)["input_ids"] + [eos]
+                target = tokenizer(target_text(answers[t]), add_special_tokens=False)["input_ids"] + [eos]
                 first = max(0, t - history)
-                click, box = _click_and_box(demo.actions[t], demo.elements[t] if demo.elements else None)
+                click, box = _click_and_box(answers[t], demo.elements[t] if demo.elements else None)
                 height, width = demo.frames[t].shape[:2]
                 self.samples.append(Sample(prompt, target, [offset + i for i in range(first, t + 1)], demo.task,
-                                           _primitive(demo.actions[t]), click, box, (int(width), int(height))))
+                                           _primitive(answers[t]), click, box, (int(width), int(height))))
             offset += len(demo)
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
@@ -252,11 +258,12 @@ def _click_and_box(action: str, elements: Sequence[dict] | None
 
 
 def typed_values(demo: Demo) -> list[str]:
-    """The distinct strings ``demo`` types, in order."""
+    """The distinct strings ``demo`` types in its answers (:attr:`Demo.targets`: the labels where
+    it has them, else the executed actions), in order."""
     from envs.actions import parse_action
 
     values: list[str] = []
-    for action in demo.actions:
+    for action in demo.targets:
         if _primitive(action) == "type":
             text = str(parse_action(action).args[0])
             if text and text not in values:
@@ -285,7 +292,13 @@ class CopySet:
     ``batch(n, rng)`` draws ``n`` of them; each typed value is replaced, everywhere in the
     prompt and the answer, by a value another demo of the same task typed (half the time) or by
     a random string. The prompt is the agent's, rendered by the chat template, with the image
-    placeholders removed."""
+    placeholders removed.
+
+    With a labelled demo (DAgger) the steps are those whose *label* types, answered by the label,
+    and the swapped values are the ones the labels type, as in :class:`SampleSet`: the answer is
+    always what the model is trained to say. A value that only the executed actions typed (a
+    model's wrong text, shown in the history) is left as it is, and never enters the pool of
+    values to swap in."""
 
     def __init__(self, demos: Sequence[Demo], tokenizer, history: int = 3, side: tuple[int, int] = (1, 1)) -> None:
         self.tokenizer = tokenizer
@@ -296,7 +309,7 @@ class CopySet:
             values = typed_values(demo)
             for v in values:
                 self.pool.setdefault((demo.task, "@" in v), []).append(v)
-            for t, action in enumerate(demo.actions):
+            for t, action in enumerate(demo.targets):
                 if _primitive(action) == "type":
                     text = tokenizer.apply_chat_template(prompt_messages(demo, t, history), add_generation_prompt=True, tokenize=False)
                     self.steps.append((demo.task, text.replace("<image>", ""), target_text(action), values))

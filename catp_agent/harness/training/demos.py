@@ -11,6 +11,11 @@ it: grounding practice (:class:`catp_agent.harness.training.data.GroundSet`) is 
 
 Collection resumes: an episode whose file exists is skipped, and each file is written to a
 temporary name and renamed, so a crash never leaves a half-written demo.
+
+A demo may also carry ``labels``: the action to *train* on at each step, where it differs from
+the action that was executed. DAgger rounds (:mod:`catp_agent.harness.training.dagger`) store the
+model's executed actions (what the history shows at inference) and the oracle's action from the
+same screen as the label. Demos without labels (every oracle demo) train on their actions.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Demo", "collect_demos", "demo_path", "load_demos", "round_action"]
+__all__ = ["Demo", "collect_demos", "demo_path", "load_demo", "load_demos", "load_meta", "round_action", "visible_elements"]
 
 
 @dataclass
@@ -39,9 +44,19 @@ class Demo:
     actions: list[str]
     errors: list[str]  # last_action_error shown with frames[t] ("" when none)
     elements: list[list[dict]] | None = None  # per frame: {"text", "role", "bbox": [x, y, w, h]}; None in old demos
+    labels: list[str] | None = None  # per step: the action to train on (None: the executed ``actions``)
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and len(self.labels) != len(self.actions):
+            raise ValueError(f"a demo needs one label per action, got {len(self.labels)} labels for {len(self.actions)} actions")
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    @property
+    def targets(self) -> list[str]:
+        """The action to train on at each step: ``labels`` when the demo has them, else ``actions``."""
+        return self.actions if self.labels is None else self.labels
 
 
 def round_action(action: str, round_to: int = 10) -> str:
@@ -90,9 +105,14 @@ class _RoundedOracle:
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
         action = round_action(self.oracle.act(obs, info), self.round_to)
-        self.last_elements = [{"text": str(e.get("text", "")), "role": str(e.get("role", "")),
-                               "bbox": [int(v) for v in e["bbox"]]} for e in info.get("elements", [])]
+        self.last_elements = visible_elements(info)
         return action
+
+
+def visible_elements(info: dict[str, Any]) -> list[dict]:
+    """The screen's visible elements as demos store them: ``{"text", "role", "bbox": [x, y, w, h]}``."""
+    return [{"text": str(e.get("text", "")), "role": str(e.get("role", "")),
+             "bbox": [int(v) for v in e["bbox"]]} for e in info.get("elements", [])]
 
 
 def _record_episode(env: Any, task: str, seed: int, round_to: int) -> tuple[Demo | None, str | None]:
@@ -123,10 +143,15 @@ def _record_episode(env: Any, task: str, seed: int, round_to: int) -> tuple[Demo
     return Demo(task, seed, seen["instruction"], np.stack(frames), actions, errors, elements), outcome["error"]
 
 
-def _save(demo: Demo, path: Path) -> None:
+def _save(demo: Demo, path: Path, extra: dict | None = None) -> None:
+    """Write ``demo`` to ``path`` (atomically); ``extra`` adds keys to its JSON record (``load_demo``
+    ignores them; e.g. a DAgger episode's outcome)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"task": demo.task, "seed": demo.seed, "instruction": demo.instruction,
             "actions": demo.actions, "errors": demo.errors, "elements": demo.elements}
+    if demo.labels is not None:
+        meta["labels"] = demo.labels
+    meta.update(extra or {})
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez_compressed(tmp, frames=demo.frames, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     os.replace(tmp, path)
@@ -136,7 +161,13 @@ def load_demo(path: Path) -> Demo:
     with np.load(path) as data:
         meta = json.loads(bytes(data["meta"]).decode())
         return Demo(meta["task"], int(meta["seed"]), meta["instruction"], data["frames"], meta["actions"], meta["errors"],
-                    meta.get("elements"))
+                    meta.get("elements"), meta.get("labels"))
+
+
+def load_meta(path: Path) -> dict:
+    """The JSON record of the demo at ``path``, without reading its frames."""
+    with np.load(path) as data:
+        return json.loads(bytes(data["meta"]).decode())
 
 
 def _worker(args: tuple[str, list[int], str, int, tuple[int, int] | None, Any]) -> tuple[str, int, int, list[str]]:
@@ -234,13 +265,16 @@ def collect_demos(root: str | Path, tasks: Sequence[str], seeds: Iterable[int], 
     return report
 
 
-def _collect_in_processes(jobs: list[tuple], workers: int, bar: Any, add: Any) -> None:
+def _collect_in_processes(jobs: list[tuple], workers: int, bar: Any, add: Any, worker: Any = None) -> None:
+    """Run ``worker((*job, progress_queue))`` (default :func:`_worker`) for every job in ``workers``
+    spawned processes; ``add`` gets each result."""
     from concurrent.futures import ProcessPoolExecutor
 
+    worker = worker or _worker
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         progress = manager.Queue()
-        pending = {pool.submit(_worker, (*job, progress)) for job in jobs}
+        pending = {pool.submit(worker, (*job, progress)) for job in jobs}
         try:
             _wait_for_workers(pending, progress, bar, add)
         except BaseException:
