@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from catp_agent.harness.training.demos import (MAX_ERRORS_KEPT, Demo, _close_quietly, _collect_in_processes, _save,
+from catp_agent.harness.training.demos import (MAX_ERRORS_KEPT, Demo, _close_quietly, _save, run_jobs,
                                                demo_path, load_meta, round_action, visible_elements)
 
 __all__ = ["EVAL_SEEDS_BELOW", "REPORT_FILE", "check_dagger_args", "collect_dagger"]
@@ -282,15 +282,7 @@ def collect_dagger(model: Any, out_dir: str | Path, tasks: Sequence[str], seeds:
         for key, value in stats.items():
             per_task[task][key] += value
 
-    try:
-        if workers == 1:
-            for job in jobs:
-                add(_worker((*job, None)))
-                bar.update(len(job[1]))
-        else:
-            _collect_in_processes(jobs, workers, bar, add, worker=_worker)
-    finally:
-        bar.close()
+    run_jobs(jobs, workers, bar, add, worker=_worker)
     total = _new_stats()
     for stats in per_task.values():
         for key, value in stats.items():

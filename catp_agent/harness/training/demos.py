@@ -253,16 +253,23 @@ def collect_demos(root: str | Path, tasks: Sequence[str], seeds: Iterable[int], 
         report[task]["failed"] += failed
         report[task]["errors"] += errors
 
+    run_jobs(jobs, workers, bar, add)
+    return report
+
+
+def run_jobs(jobs: list[tuple], workers: int, bar: Any, add: Any, worker: Any = None) -> None:
+    """Run ``worker`` (default :func:`_worker`) on every job, in this process when ``workers`` is 1,
+    else in :func:`_collect_in_processes`; ``add`` gets each result; ``bar`` is closed at the end."""
+    worker = worker or _worker
     try:
         if workers == 1:
             for job in jobs:
-                add(_worker((*job, None)))
+                add(worker((*job, None)))
                 bar.update(len(job[1]))
         else:
-            _collect_in_processes(jobs, workers, bar, add)
+            _collect_in_processes(jobs, workers, bar, add, worker=worker)
     finally:
         bar.close()
-    return report
 
 
 def _collect_in_processes(jobs: list[tuple], workers: int, bar: Any, add: Any, worker: Any = None) -> None:
