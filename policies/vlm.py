@@ -46,7 +46,9 @@ class VLMPolicy:
     grammar, coordinates); None: the loaded model's, else the default for its type. device,
     dtype, attn: how a checkpoint is loaded (``load_agent_model``). CATP pairs each screenshot
     with the text the dialect puts next to it (``Dialect.paired_text``) unless the config sets
-    ``paired_text`` to something other than its default."""
+    ``paired_text`` to something other than its default. A pointer head saved beside the
+    checkpoint (``catp_agent.agent.pointer``) gives the (x, y) of every click the model writes,
+    chosen among the current screenshot's tokens that pruning kept."""
 
     name = "vlm"
 
