@@ -1,0 +1,1 @@
+"""The grounding probe: does a vision front end read? (see :mod:`.probe`)."""

@@ -1,0 +1,181 @@
+"""The grounding probe: does a vision front end read the screen? (catp_agent.harness.grounding)
+
+Given an element's text, point at that element, on held-out screens of the bundled tasks. The
+control asks with the element's role only, so reading is told apart from knowing where things
+usually are. Budgets are CPU seconds of the process (all threads) and images seen.
+
+    # demos with their elements: training seeds and held-out probe seeds (resumes)
+    python scripts/grounding_probe.py collect --train-seeds 10000-10149 --test-seeds 900-924
+    # reading practice on rendered canvases; saves the tower (from_pretrained) and the probe head
+    python scripts/grounding_probe.py pretrain --front convnet --cpu-seconds 600 --out runs/glyphs
+    # one probe run; --tower is a front-end name or a pretrained folder
+    python scripts/grounding_probe.py run --tower runs/glyphs --freeze --cpu-seconds 300 --out runs/probe/glyphs-frozen.json
+    python scripts/grounding_probe.py run --tower vit336 --cpu-seconds 300 --out runs/probe/vit336.json
+    python scripts/grounding_probe.py run --tower vit336 --control --cpu-seconds 300 --out runs/probe/vit336-control.json
+    # the table of every run in a folder, with the gate (>= 90 % on tabs, menu, settings, login; >= 40 points over control)
+    python scripts/grounding_probe.py table runs/probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+GATE_TASKS = ("catp/tabs-v0", "catp/menu-v0", "catp/settings-v0", "catp/login-v0")
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        if not lo.strip().isdigit() or (hi and not hi.strip().isdigit()):
+            raise argparse.ArgumentTypeError(f"seeds must look like 900-924 or 1,2,5, got {text!r}")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
+def _tasks(text: str) -> list[str]:
+    if text == "bundled":
+        import envs
+
+        return list(envs.BUNDLED_IDS)
+    return [t for t in text.split(",") if t]
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from catp_agent.harness.training.demos import collect_demos
+
+    for seeds in (args.test_seeds, args.train_seeds):
+        report = collect_demos(args.demo_dir, _tasks(args.tasks), seeds, workers=args.workers)
+        print(json.dumps({t: (r["kept"], r["failed"]) for t, r in report.items()}))
+    return 0
+
+
+def _probe_for(tower: str, seed: int):
+    from catp_agent.harness.grounding.probe import GroundingProbe
+    from catp_agent.harness.grounding.towers import FRONT_ENDS, build_front_end, load_front_end
+
+    import torch
+
+    if tower in FRONT_ENDS:
+        return GroundingProbe(build_front_end(tower, seed))
+    folder = Path(tower)
+    meta = json.loads((folder / "probe.json").read_text()) if (folder / "probe.json").exists() else {"front": "convnet"}
+    probe = GroundingProbe(load_front_end(folder, meta["front"]))
+    if (folder / "probe_head.pt").exists():
+        probe.load_state_dict(torch.load(folder / "probe_head.pt"), strict=False)
+    return probe
+
+
+def _log(record: dict) -> None:
+    print(json.dumps(record), file=sys.stderr, flush=True)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from catp_agent.harness.grounding.probe import Budget, pretrain_on_canvases
+
+    torch.set_num_threads(args.threads)
+    probe = _probe_for(args.front, args.seed)
+    words: list[str] = []
+    if args.words_from_demos:
+        from catp_agent.harness.grounding.data import GroundingSet
+
+        gset = GroundingSet.from_demos(args.demo_dir, _tasks(args.tasks), args.train_seeds, max_screens_per_task=200)
+        words = sorted({q.text for q in gset.questions})
+    stats = pretrain_on_canvases(probe, Budget(args.cpu_seconds, args.images), batch=args.batch, lr=args.lr,
+                                 extra_words=words, seed=args.seed, log=_log)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe.tower.save_pretrained(out)
+    torch.save({k: v for k, v in probe.state_dict().items() if not k.startswith(("tower.", "front."))}, out / "probe_head.pt")
+    (out / "probe.json").write_text(json.dumps({"front": args.front, "pretrain": stats, "extra_words": len(words),
+                                                "seed": args.seed, "cpu_seconds": args.cpu_seconds}, indent=1))
+    print(json.dumps(stats))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from catp_agent.harness.grounding.data import GroundingSet
+    from catp_agent.harness.grounding.probe import Budget, evaluate, train_on_screens
+
+    torch.set_num_threads(args.threads)
+    tasks = _tasks(args.tasks)
+    train = GroundingSet.from_demos(args.demo_dir, tasks, args.train_seeds, max_screens_per_task=args.max_screens)
+    test = GroundingSet.from_demos(args.demo_dir, tasks, args.test_seeds)
+    probe = _probe_for(args.tower, args.seed)
+    stats = train_on_screens(probe, train, Budget(args.cpu_seconds, args.images), freeze_tower=args.freeze,
+                             tower_lr_scale=args.tower_lr_scale, control=args.control, lr=args.lr, seed=args.seed, log=_log)
+    result = {"tower": args.tower, "front": probe.front.name, "freeze": args.freeze, "control": args.control,
+              "tower_lr_scale": args.tower_lr_scale, "train": stats, "train_screens": len(train.frames),
+              "test_screens": len(test.frames), "seed": args.seed,
+              "metrics": evaluate(probe, test, control=args.control)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: round(v["pick"], 3) for k, v in result["metrics"].items()}))
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    rows = [json.loads(p.read_text()) | {"file": p.name} for p in sorted(Path(args.folder).glob("*.json"))]
+    if not rows:
+        print(f"no probe results (*.json) in {args.folder}", file=sys.stderr)
+        return 2
+    short = [t.split("/")[1].removesuffix("-v0") for t in GATE_TASKS]
+    print(f"| run | tower | frozen | query | CPU s | screens | {' | '.join(short)} | all | all, inside |")
+    print("|---|---|---|---|---|---|" + "---|" * (len(short) + 2))
+    for r in rows:
+        m = r["metrics"]
+        cells = " | ".join(f"{m[t]['pick']:.2f}" if t in m else "-" for t in GATE_TASKS)
+        print(f"| {r['file'].removesuffix('.json')} | {r['front']} | {'yes' if r['freeze'] else 'no'} | "
+              f"{'role only' if r['control'] else 'text'} | {r['train']['cpu_s']:.0f} | {r['train']['images']} | "
+              f"{cells} | {m['all']['pick']:.2f} | {m['all']['inside']:.2f} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--demo-dir", default=".cache/demos", help="demo folder (default: .cache/demos)")
+    common.add_argument("--tasks", default="bundled", help="comma list of env ids, or 'bundled'")
+    common.add_argument("--train-seeds", type=_seeds, default=_seeds("10000-10149"))
+    common.add_argument("--test-seeds", type=_seeds, default=_seeds("900-924"), help="held-out screens for the probe")
+    common.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: CPU-second budgets stay honest on a busy machine)")
+    common.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("collect", parents=[common], help="oracle demos with their elements")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_collect)
+    for name, func in (("pretrain", _pretrain), ("run", _run)):
+        p = sub.add_parser(name, parents=[common])
+        p.add_argument("--cpu-seconds", type=float, default=300.0, help="budget: CPU seconds of this process")
+        p.add_argument("--images", type=int, default=10**9, help="budget: images (screens or canvases) seen")
+        p.add_argument("--lr", type=float, default=2e-3 if name == "pretrain" else 1e-3)
+        p.add_argument("--out", required=True)
+        p.set_defaults(func=func)
+    sub.choices["pretrain"].add_argument("--front", default="convnet", help="front end to pretrain (default convnet)")
+    sub.choices["pretrain"].add_argument("--batch", type=int, default=32, help="canvases per step")
+    sub.choices["pretrain"].add_argument("--words-from-demos", action="store_true",
+                                         help="mix the training demos' element texts into the random words")
+    r = sub.choices["run"]
+    r.add_argument("--tower", default="vit336", help="vit336, vit336-scratch, convnet, or a pretrained folder")
+    r.add_argument("--freeze", action="store_true", help="train the head only (tower features computed once per screen)")
+    r.add_argument("--tower-lr-scale", type=float, default=1.0, help="the tower's learning rate as a fraction of --lr")
+    r.add_argument("--control", action="store_true", help="ask with the element's role only (cannot read)")
+    r.add_argument("--max-screens", type=int, default=300, help="training screens kept per task")
+    p = sub.add_parser("table", help="markdown table of the runs in a folder")
+    p.add_argument("folder")
+    p.set_defaults(func=_table)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

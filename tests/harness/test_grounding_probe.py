@@ -1,0 +1,198 @@
+"""The grounding probe: questions from stored elements, picks, dense targets, rendered canvases,
+front ends that a LLaVA can carry, and a probe that learns to point on a small set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from catp_agent.harness.grounding.data import GroundingSet, picked_element, question_elements
+from catp_agent.harness.grounding.glyphs import CanvasSpec, render_canvas
+from catp_agent.harness.grounding.probe import (Budget, CharEncoder, GroundingProbe, dense_targets, evaluate,
+                                                pretrain_on_canvases, train_on_screens)
+from catp_agent.harness.grounding.towers import build_front_end
+from catp_agent.harness.training.demos import Demo, _save, demo_path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: these small models gain nothing from two, and lose much on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _el(text, role, box):
+    return {"text": text, "role": role, "bbox": list(box)}
+
+
+def test_question_elements_keep_unique_short_texts_and_skip_checkboxes():
+    elems = [_el("Save", "button", (0, 0, 10, 10)), _el("Save", "button", (20, 0, 10, 10)),
+             _el("Music", "checkbox", (0, 20, 5, 5)), _el("", "textbox", (0, 40, 10, 10)),
+             _el("x" * 41, "", (0, 60, 10, 10)), _el("Sign in", "button", (0, 80, 10, 10))]
+    assert question_elements(elems) == [5]
+
+
+def test_picked_element_prefers_the_smallest_holding_box_then_the_nearest():
+    elems = [_el("panel", "", (0, 0, 100, 100)), _el("ok", "button", (10, 10, 20, 10)), _el("far", "", (200, 0, 10, 10))]
+    assert picked_element((15, 15), elems) == 1
+    assert picked_element((50, 50), elems) == 0
+    assert picked_element((150, 5), elems) == 2  # outside all: 50 px from the panel, 50 from 'far'; 'far' is smaller
+    assert picked_element((120, 5), elems) == 0
+    assert picked_element((1, 1), []) == -1
+
+
+def test_dense_targets_mark_tokens_whose_centre_is_in_the_box_else_the_holder():
+    # 4x4 grid of 10 px tokens on a 40x40 image; token centres at 5, 15, 25, 35
+    right, offsets = dense_targets([(0, 0, 20, 20), (31, 31, 3, 3)], (4, 4), (40, 40))
+    assert right[0].nonzero().flatten().tolist() == [0, 1, 4, 5]
+    assert right[1].nonzero().flatten().tolist() == [15]  # no centre inside: the token holding (32.5, 32.5)
+    # the first box's centre (10, 10) is half a token right/down of token 0's centre, clamped to the token
+    assert offsets[0, 0].tolist() == [0.5, 0.5]
+    assert offsets[0, 5].tolist() == [-0.5, -0.5]
+    assert torch.allclose(offsets[1, 15], torch.tensor([-0.25, -0.25]))
+
+
+def test_canvas_words_are_distinct_inside_and_apart():
+    rng = np.random.default_rng(3)
+    spec = CanvasSpec()
+    for _ in range(20):
+        image, words = render_canvas(rng, spec, extra_words=["Settings", "Sign in"])
+        assert image.shape == (spec.height, spec.width, 3) and image.dtype == np.uint8
+        texts = [t for t, _ in words]
+        assert len(set(texts)) == len(texts) >= 1
+        for _, (x, y, w, h) in words:
+            assert 0 <= x and 0 <= y and x + w <= spec.width and y + h <= spec.height
+            # something is drawn inside every box: its pixels are not all the background
+            patch = image[int(y):int(y + h), int(x):int(x + w)].reshape(-1, 3)
+            assert (patch != patch[0]).any()
+        boxes = [b for _, b in words]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+
+
+def test_canvas_spec_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="min_words"):
+        CanvasSpec(min_words=4, max_words=2)
+    with pytest.raises(ValueError, match="font sizes"):
+        CanvasSpec(max_size=200)
+
+
+def test_char_encoder_encodes_any_text_and_tells_texts_apart():
+    enc = CharEncoder(dim=32)
+    out = enc(["Settings", "Settingz", "", "é ünïcode " * 10])
+    assert out.shape == (4, 32)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("name,grid", [("convnet", (15, 20)), ("vit336", (12, 12))])
+def test_front_ends_give_the_grid_a_llava_projector_would_see(name, grid):
+    front = build_front_end(name)
+    feats = front.features(front.pixels(torch.zeros(2, 480, 640, 3, dtype=torch.uint8)))
+    assert feats.shape == (2, *grid, front.channels)
+
+
+def test_the_convnet_tower_rides_in_a_llava_that_loads_with_from_pretrained(tmp_path):
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    front = build_front_end("convnet")
+    text = LlamaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=64, vocab_size=64)
+    config = LlavaConfig(vision_config=front.model.config.to_dict(), text_config=text.to_dict(), image_token_index=4,
+                         vision_feature_select_strategy="full", vision_feature_layer=-1)
+    model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower.load_state_dict(front.model.state_dict())
+    model.save_pretrained(tmp_path)
+    loaded = LlavaForConditionalGeneration.from_pretrained(tmp_path).eval()
+    pixels = front.pixels(torch.randint(0, 255, (1, 480, 640, 3), dtype=torch.uint8))
+    feats = loaded.model.get_image_features(pixels, vision_feature_layer=-1, vision_feature_select_strategy="full")
+    assert feats.pooler_output[0].shape == (300, 32)  # 20x15 tokens, projected to the decoder's width
+    with torch.no_grad():
+        expected = loaded.model.multi_modal_projector(front.features(pixels).reshape(1, 300, -1))
+    assert torch.allclose(feats.pooler_output[0], expected[0], atol=1e-5)
+
+
+def _tiny_demos(root: Path, seeds: range) -> None:
+    """Screens with three labels each at seeded places: 'Alpha' in red, 'Beta' in green,
+    'Gamma' in blue, so that a tower can learn where each is from the pixels."""
+    colours = {"Alpha": (255, 0, 0), "Beta": (0, 255, 0), "Gamma": (0, 0, 255)}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        frame = np.full((128, 192, 3), 255, np.uint8)
+        elems = []
+        for k, (text, colour) in enumerate(colours.items()):
+            x, y = int(rng.integers(0, 160)), 40 * k + int(rng.integers(0, 16))
+            frame[y:y + 24, x:x + 32] = colour
+            elems.append(_el(text, "button", (x, y, 32, 24)))
+        demo = Demo("catp/toy-v0", seed, "toy", frame[None], ["click(1, 1)"], [""], elements=[elems])
+        path = demo_path(root, demo.task, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(demo, path)
+
+
+def test_probe_learns_to_point_and_the_role_only_control_cannot(tmp_path):
+    _tiny_demos(tmp_path, range(40))
+    train = GroundingSet.from_demos(tmp_path, ["catp/toy-v0"], range(32))
+    test = GroundingSet.from_demos(tmp_path, ["catp/toy-v0"], range(32, 40))
+    assert len(train.questions) == 96 and len(test.frames) == 8
+    torch.manual_seed(0)
+    probe = GroundingProbe(build_front_end("convnet"), dim=32)
+    before = evaluate(probe, test)["all"]["pick"]
+    stats = train_on_screens(probe, train, Budget(images=960), lr=3e-3, screens_per_step=8, per_screen=3)
+    assert stats["images"] >= 960
+    after = evaluate(probe, test)["all"]
+    assert after["questions"] == 24
+    assert after["pick"] >= 0.9 > before
+    control = GroundingProbe(build_front_end("convnet"), dim=32)
+    train_on_screens(control, train, Budget(images=400), lr=3e-3, control=True)
+    assert evaluate(control, test, control=True)["all"]["pick"] <= 0.6  # three look-alike buttons: a guess
+
+
+def test_canvas_pretraining_spends_its_budget_and_trains_tower_and_query():
+    torch.manual_seed(0)
+    probe = GroundingProbe(build_front_end("convnet"), dim=32)
+    before = {k: v.clone() for k, v in probe.state_dict().items()}
+    losses: list[float] = []
+    stats = pretrain_on_canvases(probe, Budget(images=8 * 20), batch=8, lr=3e-3, log=lambda r: losses.append(r["loss"]))
+    assert stats["steps"] == 20 and stats["images"] == 160
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    after = probe.state_dict()
+    for prefix in ("tower.embeddings", "tower.encoder.stages.3", "query.", "keys.", "offset."):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
+
+
+def test_budget_refuses_nonpositive_values():
+    with pytest.raises(ValueError, match="cpu_seconds"):
+        Budget(cpu_seconds=0)
+
+
+def test_missing_demos_name_the_command_that_collects_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="grounding_probe.py collect"):
+        GroundingSet.from_demos(tmp_path, ["catp/login-v0"], range(3))
+
+
+def test_script_runs_pretrain_run_and_table(tmp_path):
+    _tiny_demos(tmp_path / "demos", range(12))
+    run = [sys.executable, str(ROOT / "scripts" / "grounding_probe.py")]
+    common = ["--demo-dir", str(tmp_path / "demos"), "--tasks", "catp/toy-v0"]
+    subprocess.run(run + ["pretrain", "--images", "16", "--batch", "8", "--out", str(tmp_path / "glyphs")],
+                   check=True, cwd=ROOT, capture_output=True)
+    assert (tmp_path / "glyphs" / "config.json").exists() and (tmp_path / "glyphs" / "probe_head.pt").exists()
+    subprocess.run(run + ["run", *common, "--train-seeds", "0-7", "--test-seeds", "8-11", "--tower", str(tmp_path / "glyphs"),
+                          "--freeze", "--images", "16", "--out", str(tmp_path / "probe" / "frozen.json")],
+                   check=True, cwd=ROOT, capture_output=True)
+    result = json.loads((tmp_path / "probe" / "frozen.json").read_text())
+    assert result["freeze"] and result["metrics"]["all"]["questions"] == 12
+    table = subprocess.run(run + ["table", str(tmp_path / "probe")], check=True, cwd=ROOT, capture_output=True, text=True)
+    assert "| frozen | convnet | yes | text |" in table.stdout
