@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "RESERVED_FLAGS", "WebEnvConfig"]
+__all__ = ["BROWSER_SERVICE_HOSTS", "CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "RESERVED_FLAGS",
+           "WebEnvConfig"]
 
 DEFAULT_EXECUTABLE = "/usr/bin/chromium"
 
@@ -32,6 +33,14 @@ CONTAINMENT_ARGS: tuple[str, ...] = (
 refusing proxy on 127.0.0.1) and ``--proxy-bypass-list`` (``<-loopback>`` plus the env's own
 task server only). WebRTC may not send UDP around the proxy (measured with Chromium 156: the
 often-quoted ``--force-webrtc-ip-handling-policy`` does not stop STUN packets; this flag does)."""
+
+BROWSER_SERVICE_HOSTS: frozenset[str] = frozenset({
+    "update.googleapis.com", "accounts.google.com", "content-autofill.googleapis.com",
+    "clients2.google.com", "safebrowsing.googleapis.com", "optimizationguide-pa.googleapis.com",
+})
+"""Hosts Chromium 156 contacts on its own (update checks, sign-in, autofill hints; the first three
+seen at the refusing proxy in every episode, with the flags above). The proxy refuses them like
+everything else; they are not the page's doing, so they are not reported in its steps."""
 
 RESERVED_FLAGS: tuple[str, ...] = (
     "--proxy-server", "--proxy-bypass-list", "--proxy-pac-url", "--proxy-auto-detect",
