@@ -88,8 +88,8 @@ class EpisodeEvents:
                          self.counts["closed_popups"] - mark["closed_popups"], "{}")
         refused = self.counts["refused_popups"] - mark["refused_popups"]
         if refused:
-            msgs.append(f"refused {refused} window.open call(s): more than {MAX_POPUPS_PER_STEP} "
-                        "pop-ups in one step")
+            msgs.append(f"refused {refused} window.open call(s) or new-window link(s): more than "
+                        f"{MAX_POPUPS_PER_STEP} pop-ups in one step")
         if self._dropped > mark["dropped"]:
             msgs.append(f"{self._dropped - mark['dropped']} more events not listed "
                         f"(each log keeps {MAX_EVENTS} per episode)")

@@ -11,7 +11,9 @@ in the page, where they cost next to nothing:
   (``undefined``, ``false``, ``null``) and are recorded;
 * ``window.open`` works for the first :data:`MAX_POPUPS_PER_STEP` calls since the env last read
   the record (once per step); later calls return ``null``, as a pop-up blocker does, and are
-  counted (the pop-ups that do open are closed by the env as before);
+  counted (the pop-ups that do open are closed by the env as before); clicks on links that
+  open a new window (``target="_blank"``) count against the same cap, and past it they do
+  nothing;
 * ``RTCPeerConnection`` stays a function (so ``typeof RTCPeerConnection`` feature tests pass),
   but constructing one throws a ``NotAllowedError`` and is recorded with its ICE servers.
 
@@ -93,6 +95,12 @@ _SCRIPT = """(() => {
     if (!rec.open()) return null;
     return open.apply(window, args);
   });
+  // Links that open a new window (target="_blank" and the like) count against the same cap.
+  window.addEventListener('click', (event) => {
+    const link = event.target && event.target.closest ? event.target.closest('a[href][target], area[href][target]') : null;
+    if (!link || ['', '_self', '_parent', '_top'].includes(link.target.toLowerCase())) return;
+    if (!rec.open()) event.preventDefault();
+  }, true);
   for (const name of ['RTCPeerConnection', 'webkitRTCPeerConnection']) {
     const Native = window[name];
     if (typeof Native !== 'function') continue;

@@ -41,6 +41,8 @@ const BUTTONS = {
                         for (let i = 0; i < 500; i++) w.alert('frame ' + i); },
   popups: () => { let got = 0; for (let i = 0; i < 50; i++) if (window.open('/tasks/storms/index.html?p=' + i)) got++;
                   CATP.state.popups_opened = got; },
+  anchors: () => { for (let i = 0; i < 50; i++) { const a = document.createElement('a');
+                   a.href = '/tasks/storms/index.html?a=' + i; a.target = '_blank'; document.body.appendChild(a); a.click(); } },
   reassign: () => { try { window.open = () => 'mine'; } catch (e) {} try { delete window.alert; } catch (e) {}
                     CATP.state.kept = String(window.open).includes('rec.open') === false && window.open !== undefined; },
   shared_worker: () => new SharedWorker(URL.createObjectURL(new Blob(
@@ -143,7 +145,7 @@ def test_a_popup_storm_is_capped_closed_and_counted(env: gymnasium.Env) -> None:
     obs, info = _storm(env, "popups")
     assert _state(env)["popups_opened"] == MAX_POPUPS_PER_STEP
     refused = 50 - MAX_POPUPS_PER_STEP
-    assert f"refused {refused} window.open call(s): more than {MAX_POPUPS_PER_STEP}" in obs["last_action_error"]
+    assert f"refused {refused} window.open call(s) or new-window link(s): more than {MAX_POPUPS_PER_STEP}" in obs["last_action_error"]
     if info["event_counts"]["closed_popups"] < MAX_POPUPS_PER_STEP:  # the last ones may close a moment later
         obs, reward, terminated, truncated, info = env.step("scroll(0, 0)")
     counts = info["event_counts"]
@@ -153,6 +155,14 @@ def test_a_popup_storm_is_capped_closed_and_counted(env: gymnasium.Env) -> None:
     # The cap is per step: the next step may open pop-ups again.
     obs, reward, terminated, truncated, info = env.step(_click(info, "popups"))
     assert info["event_counts"]["refused_popups"] == 2 * refused
+    _goal_still_works(env, info)
+
+
+def test_a_storm_of_new_window_links_is_capped_too(env: gymnasium.Env) -> None:
+    obs, info = _storm(env, "anchors")
+    refused = 50 - MAX_POPUPS_PER_STEP
+    assert f"refused {refused} window.open call(s)" in obs["last_action_error"]
+    assert info["event_counts"]["refused_popups"] == refused
     _goal_still_works(env, info)
 
 
