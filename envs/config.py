@@ -37,9 +37,11 @@ often-quoted ``--force-webrtc-ip-handling-policy`` does not stop STUN packets; t
 BROWSER_SERVICE_HOSTS: frozenset[str] = frozenset({
     "update.googleapis.com", "accounts.google.com", "content-autofill.googleapis.com",
     "clients2.google.com", "safebrowsing.googleapis.com", "optimizationguide-pa.googleapis.com",
+    "redirector.gvt1.com", "edgedl.me.gvt1.com",
 })
-"""Hosts Chromium 156 contacts on its own (update checks, sign-in, autofill hints; the first three
-seen at the refusing proxy in every episode, with the flags above). The proxy refuses them like
+"""Hosts Chromium 156 contacts on its own (update checks and downloads, sign-in, autofill hints;
+the first three seen at the refusing proxy in every episode with the flags above,
+``redirector.gvt1.com`` now and then). The proxy refuses them like
 everything else; they are not the page's doing, so they are not reported in its steps."""
 
 RESERVED_FLAGS: tuple[str, ...] = (

@@ -17,8 +17,10 @@ in the page, where they cost next to nothing:
 * ``RTCPeerConnection`` stays a function (so ``typeof RTCPeerConnection`` feature tests pass),
   but constructing one throws a ``NotAllowedError`` and is recorded with its ICE servers.
 
-The wrappers are own, non-writable, non-configurable properties of ``window``, so a page cannot
-assign or delete its way back to the originals. Frames of the top document's origin report
+The wrappers take the natives' places as own properties of ``window`` with the natives'
+attributes, so a page that declares a global ``function open()`` of its own still loads (a
+bundled task does); a page can replace or delete them, but that does not bring the natives
+back. Frames of the top document's origin report
 into its record; other frames keep the natives, and their dialogs and pop-ups take the slower
 path through Playwright's handlers (still dismissed, closed and reported). A page can still
 reach the originals through a frame whose document the script does not run in, and it can
@@ -81,8 +83,13 @@ _SCRIPT = """(() => {
     try { rec = window.top[KEY] || null; } catch (e) { rec = null; }
   }
   if (!rec) return;  // a frame of another origin: Playwright's handlers deal with it
-  const fix = (name, value) => Object.defineProperty(window, name,
-    {value: value, enumerable: false, writable: false, configurable: false});
+  // The wrappers take the natives' places with the natives' attributes (writable, configurable),
+  // so that a page declaring its own global "function open()" still loads; the page can
+  // replace or delete them, but has no way back to the natives.
+  const fix = (name, value) => {
+    const native = Object.getOwnPropertyDescriptor(window, name) || {enumerable: true};
+    Object.defineProperty(window, name, {value: value, enumerable: !!native.enumerable, writable: true, configurable: true});
+  };
   const dialog = (type, answer) => function (message) {
     rec.note('dialog', type + ': ' + (message === undefined ? '' : message));
     return answer;
@@ -114,7 +121,7 @@ _SCRIPT = """(() => {
     };
     Object.setPrototypeOf(Refused, Native);
     Refused.prototype = Native.prototype;
-    try { Object.defineProperty(Native.prototype, 'constructor', {value: Refused, writable: false, configurable: false}); } catch (e) {}
+    try { Object.defineProperty(Native.prototype, 'constructor', {value: Refused, writable: true, configurable: true}); } catch (e) {}
     fix(name, Refused);
   }
 })();

@@ -43,8 +43,11 @@ const BUTTONS = {
                   CATP.state.popups_opened = got; },
   anchors: () => { for (let i = 0; i < 50; i++) { const a = document.createElement('a');
                    a.href = '/tasks/storms/index.html?a=' + i; a.target = '_blank'; document.body.appendChild(a); a.click(); } },
-  reassign: () => { try { window.open = () => 'mine'; } catch (e) {} try { delete window.alert; } catch (e) {}
-                    CATP.state.kept = String(window.open).includes('rec.open') === false && window.open !== undefined; },
+  restore: () => { delete window.alert; delete window.open; delete window.RTCPeerConnection;
+                   CATP.state.natives = [typeof window.alert, typeof window.open, typeof window.RTCPeerConnection]; },
+  own_open: () => { const f = document.createElement('iframe'); f.srcdoc = "<script>function open(what) { "
+                    + "return 'own open(' + what + ')'; } parent.CATP.state.own = open('x');</scr" + "ipt>";
+                    document.body.appendChild(f); },
   shared_worker: () => new SharedWorker(URL.createObjectURL(new Blob(
                        ["fetch('https://outside-host.example/shared').catch(() => 0)"]))),
   outside: () => { location.href = 'https://outside-nav.example/'; },
@@ -166,13 +169,21 @@ def test_a_storm_of_new_window_links_is_capped_too(env: gymnasium.Env) -> None:
     _goal_still_works(env, info)
 
 
-def test_the_wrappers_cannot_be_replaced_by_the_page(env: gymnasium.Env) -> None:
+def test_deleting_the_wrappers_does_not_bring_the_natives_back(env: gymnasium.Env) -> None:
     obs, info = env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step(_click(info, "reassign"))
-    obs, reward, terminated, truncated, info = env.step(_click(info, "alerts"))
-    assert info["event_counts"]["dialogs"] == 2000 and not terminated
-    obs, reward, terminated, truncated, info = env.step(_click(info, "popups"))
-    assert info["event_counts"]["refused_popups"] == 50 - MAX_POPUPS_PER_STEP
+    obs, reward, terminated, truncated, info = env.step(_click(info, "restore"))
+    assert _state(env)["natives"] == ["undefined", "undefined", "undefined"]
+    obs, reward, terminated, truncated, info = env.step(_click(info, "popups"))  # throws at once
+    assert info["event_counts"]["closed_popups"] == 0 and not terminated
+
+
+def test_a_page_with_its_own_global_open_function_still_loads(env: gymnasium.Env) -> None:
+    """A global ``function open()`` replaces the wrapper (the bundled search task has one)."""
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(_click(info, "own_open"))
+    if _state(env).get("own") is None:  # the frame's script may run a moment later
+        obs, reward, terminated, truncated, info = env.step("scroll(0, 0)")
+    assert _state(env)["own"] == "own open(x)" and info["event_counts"]["closed_popups"] == 0
 
 
 # ------------------------------------------------------------------------- silent attempts
