@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from envs.actions import PRIMITIVES, Action
-from envs.config import BROWSER_SERVICE_HOSTS, CONTAINMENT_ARGS, WebEnvConfig
+from envs.config import CONTAINMENT_ARGS, WebEnvConfig
 from envs.elements import (ELEMENTS_JS, FOCUS_JS, INTERACTIVE_SELECTOR, LOCATE_JS, MAX_ELEMENTS, SCROLL_JS,
                            SETTLE_JS, normalise_elements)
 from envs.events import MAX_EVENTS, EpisodeEvents
@@ -51,22 +51,6 @@ INSTALL_HINT = "apt-get update && apt-get install -y chromium"
 # Chromium's own refusals, which never reach the network layer (so not Playwright's routing).
 _REFUSED_RE = re.compile(r"^Not allowed to (?:load local resource|navigate top frame to \w+ URL): (\S+)")
 _EMPTY_FRAMES = ("about:blank", "about:srcdoc")  # every frame's first document; nothing loads
-
-_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-
-
-def _endpoint(target: str) -> tuple[str, int]:
-    """(host, port) of a URL, or of a proxy refusal (``"CONNECT host:443"``, ``"POST http://host/x"``)."""
-    method, _, rest = target.partition(" ")
-    if method == "CONNECT":
-        host, _, port = rest.rpartition(":")
-        return host.strip("[]").lower(), int(port) if port.isdigit() else 443
-    try:
-        parts = urllib.parse.urlsplit(rest if rest and method.isupper() else target)
-        return (parts.hostname or "", parts.port or _DEFAULT_PORTS.get(parts.scheme, 0))
-    except ValueError:  # a port out of range
-        return ("", 0)
-
 
 class BrowserDied(RuntimeError):
     """The browser process (or the episode's page) is gone; the episode cannot go on."""
@@ -92,7 +76,6 @@ class BrowserSession:
         self.proxy: RefusingProxy | None = None
         self.events = EpisodeEvents()
         self._guard_key = guard_key()
-        self._reported_from = (0, 0)  # where the last two steps' blocked requests start
         self._released = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -211,7 +194,6 @@ class BrowserSession:
         self.launch()
         self._allow = allow
         self.events = EpisodeEvents()
-        self._reported_from = (0, 0)
         if self.proxy is not None:
             self.proxy.take()  # refusals before this episode (the browser's start) are not its
         vw, vh = self.config.viewport
@@ -403,28 +385,11 @@ class BrowserSession:
 
         if self.page is not None and self.alive:
             try:
-                self._add_page_events(PageEvents(self.page.evaluate(take_js(self._guard_key))))
+                self.events.add_page_events(PageEvents(self.page.evaluate(take_js(self._guard_key))))
             except PlaywrightError:  # navigating, or closed: nothing to read in this document
                 pass
         if self.proxy is not None:
-            # A routed request or a WebSocket reported in this or the last step has its tunnel
-            # or preconnect refused at the proxy too: that is the same attempt, listed once.
-            recent = self.events.blocked_requests[self._reported_from[0]:]
-            self._reported_from = (self._reported_from[1], len(self.events.blocked_requests))
-            seen = {_endpoint(url) for url in recent}
-            for line in self.proxy.take():
-                endpoint = _endpoint(line)
-                if endpoint[0] not in BROWSER_SERVICE_HOSTS and endpoint not in seen:
-                    self._block(line, "the proxy refused")
-
-    def _add_page_events(self, found: PageEvents) -> None:
-        for text in found.dialogs:
-            self.events.dialog(text)
-        for urls in found.webrtc:
-            self._block(f"RTCPeerConnection({urls})", "refused")
-        self.events.unlisted("dialogs", found.dialog_count - len(found.dialogs))
-        self.events.unlisted("blocked_requests", found.webrtc_count - len(found.webrtc))
-        self.events.refuse_popups(found.refused_popups)
+            self.events.add_proxy_refusals(self.proxy.take())
 
     # -------------------------------------------------------------- observation
     def screenshot(self) -> np.ndarray:

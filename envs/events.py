@@ -10,7 +10,10 @@ is one message, not 2,000).
 
 from __future__ import annotations
 
-from envs.page_guard import MAX_POPUPS_PER_STEP
+import urllib.parse
+
+from envs.config import is_browser_service
+from envs.page_guard import MAX_POPUPS_PER_STEP, PageEvents
 
 __all__ = ["LISTED_PER_STEP", "MAX_EVENTS", "EpisodeEvents"]
 
@@ -41,6 +44,7 @@ class EpisodeEvents:
         self.counts: dict[str, int] = dict.fromkeys(_COUNTED, 0)
         self._notes: list[str] = []  # one per listed blocked request
         self._dropped = 0
+        self._recent_from = (0, 0)  # where the blocked requests of the last two collections start
 
     def _record(self, name: str, entry: str) -> bool:
         self.counts[name] += 1
@@ -74,6 +78,30 @@ class EpisodeEvents:
         """``count`` ``window.open`` calls refused in the page."""
         self.counts["refused_popups"] += count
 
+    def add_page_events(self, found: PageEvents) -> None:
+        """Add what the page guard recorded (dialogs, refused WebRTC connections and pop-ups)."""
+        for text in found.dialogs:
+            self.dialog(text)
+        for urls in found.webrtc:
+            self.block(f"RTCPeerConnection({urls})", "refused")
+        self.unlisted("dialogs", found.dialog_count - len(found.dialogs))
+        self.unlisted("blocked_requests", found.webrtc_count - len(found.webrtc))
+        self.refuse_popups(found.refused_popups)
+
+    def add_proxy_refusals(self, lines: list[str]) -> None:
+        """Add the refusing proxy's refusals (``"CONNECT host:443"``, ``"GET http://..."``) since
+        the last call, except those of the browser's own services
+        (:func:`envs.config.is_browser_service`) and those to an endpoint already blocked in
+        this or the last call's window: Chromium preconnects to a navigation's host, and tunnels
+        a WebSocket, that routing or the WebSocket event reported already (one attempt, once)."""
+        recent = self.blocked_requests[self._recent_from[0]:]
+        self._recent_from = (self._recent_from[1], len(self.blocked_requests))
+        seen = {_endpoint(url) for url in recent}
+        for line in lines:
+            endpoint = _endpoint(line)
+            if not is_browser_service(endpoint[0]) and endpoint not in seen:
+                self.block(line, "the proxy refused")
+
     def mark(self) -> dict[str, int]:
         """Where the logs stand now (pass to :meth:`messages_since`)."""
         return {**self.counts, "notes": len(self._notes), "dropped": self._dropped,
@@ -103,3 +131,19 @@ def _summary(one: str, many: str, listed: list[str], count: int, shown: str) -> 
         return [f"{one} {shown.format(entry[:200])}" for entry in listed]
     first = f" (first: {listed[0][:200]})" if listed else ""
     return [many.format(n=count) + first]
+
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def _endpoint(target: str) -> tuple[str, int]:
+    """(host, port) of a URL, or of a proxy refusal (``"CONNECT host:443"``, ``"POST http://host/x"``)."""
+    method, _, rest = target.partition(" ")
+    if method == "CONNECT":
+        host, _, port = rest.rpartition(":")
+        return host.strip("[]").lower(), int(port) if port.isdigit() else 443
+    try:
+        parts = urllib.parse.urlsplit(rest if rest and method.isupper() else target)
+        return (parts.hostname or "", parts.port or _DEFAULT_PORTS.get(parts.scheme, 0))
+    except ValueError:  # a port out of range
+        return ("", 0)

@@ -227,6 +227,13 @@ def test_webrtc_is_refused_and_reported_but_feature_tests_pass(env: gymnasium.En
     _goal_still_works(env, info)
 
 
+def test_only_the_browsers_own_domains_go_unreported() -> None:
+    from envs.config import is_browser_service
+
+    assert is_browser_service("update.googleapis.com") and is_browser_service("Accounts.Google.com")
+    assert not is_browser_service("evilgoogle.com") and not is_browser_service("google.com.outside.example")
+
+
 # ------------------------------------------------------------------------------ dropped envs
 DROP = """
 import gc, os, sys, time
