@@ -51,7 +51,7 @@ def _solve(env_id: str, seed: int, screenshots: Path | None, headed: bool) -> in
 
 
 def _soak(parser: argparse.ArgumentParser, env_id: str, episodes: int, every: int) -> int:
-    from envs.soak import HEADER, format_row, run_soak
+    from envs.soak import HEADER, TRANSIENT, format_row, grew, run_soak
 
     if episodes < 1 or every < 1:
         parser.error(f"--episodes and --every must be at least 1, got {episodes} and {every}")
@@ -61,10 +61,10 @@ def _soak(parser: argparse.ArgumentParser, env_id: str, episodes: int, every: in
         samples.append(s)
         print(format_row(s), flush=True)
     during = [s for s in samples if s.episodes > 0]
-    flat = during[0].flat_counts == during[-1].flat_counts
+    flat = not grew(during[0], during[-1])
     left = samples[-1].processes
     print(f"counts from episode {during[0].episodes} to {during[-1].episodes}: "
-          f"{'flat' if flat else 'GREW'}; processes left after close: {left}")
+          f"{f'flat (within {TRANSIENT})' if flat else 'GREW'}; processes left after close: {left}")
     return 0 if flat and left == 0 else 1
 
 

@@ -5,8 +5,9 @@ one env (one browser, one driver, reused across episodes) and prints, every ``--
 episodes, what this process and everything it started hold: live processes below it (zombies
 not counted), open file descriptors (its own, and those of the processes below it), its
 threads, and the resident memory of all of them. It exits with 1 when a count other than
-memory grew between the first sample and the last (the first sample is taken after
-``--every`` episodes, once the browser has started everything it keeps).
+memory grew by more than :data:`TRANSIENT` between the first sample and the last (the first
+sample is taken after ``--every`` episodes, once the browser has started everything it keeps),
+or when a process is left after ``close()``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
-__all__ = ["Sample", "format_row", "run_soak", "sample"]
+__all__ = ["TRANSIENT", "Sample", "format_row", "grew", "run_soak", "sample"]
+
+TRANSIENT = 1
+"""How much a count may differ between two samples without a leak: a connection in flight (one
+socket in the refusing proxy, here, and one in the browser) when the sample is taken."""
 
 
 class Sample(NamedTuple):
@@ -33,6 +38,11 @@ class Sample(NamedTuple):
     def flat_counts(self) -> tuple[int, int, int, int]:
         """The counts that must not grow (memory is reported, not judged)."""
         return (self.processes, self.own_fds, self.child_fds, self.threads)
+
+
+def grew(first: Sample, last: Sample) -> bool:
+    """Whether a count other than memory grew by more than :data:`TRANSIENT` from ``first`` to ``last``."""
+    return any(b - a > TRANSIENT for a, b in zip(first.flat_counts, last.flat_counts))
 
 
 def _descendants() -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from envs.soak import run_soak
+from envs.soak import TRANSIENT, grew, run_soak
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -18,7 +18,9 @@ def test_episodes_in_one_env_leave_counts_flat() -> None:
     before, during, after = samples[0], samples[1:-1], samples[-1]
     assert [s.episodes for s in during] == [4, 8, 12, 16]
     assert during[0].processes >= 3  # the browser, its renderer(s) and the driver were counted
-    assert all(s.flat_counts == during[0].flat_counts for s in during), during
+    # Equal but for a connection in flight when a sample is taken (a leak grows every episode).
+    assert not any(grew(during[0], s) for s in during), during
+    assert all(abs(a - b) <= TRANSIENT for a, b in zip(during[0].flat_counts, during[-1].flat_counts)), during
     assert (after.processes, after.own_fds, after.threads) == (before.processes, before.own_fds, before.threads)
 
 
