@@ -7,6 +7,7 @@ Usage::
     python -m envs solve catp/miniwob.click-tab-v0 --seed 0 --screenshots /tmp/shots
     python -m envs bench [--json] [--episodes 20]         # latency benchmark
     python -m envs miniwob-report                         # writes envs/miniwob_report.md
+    python -m envs soak --episodes 200 --every 20         # do processes and fds stay flat?
 """
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ def _solve(env_id: str, seed: int, screenshots: Path | None, headed: bool) -> in
         return 0 if info["success"] else 1
 
 
+def _soak(parser: argparse.ArgumentParser, env_id: str, episodes: int, every: int) -> int:
+    from envs.soak import HEADER, TRANSIENT, format_row, grew, run_soak
+
+    if episodes < 1 or every < 1:
+        parser.error(f"--episodes and --every must be at least 1, got {episodes} and {every}")
+    print(f"{env_id}: {episodes} oracle episodes in one env\n{HEADER}", flush=True)
+    samples = []
+    for s in run_soak(env_id, episodes, every):
+        samples.append(s)
+        print(format_row(s), flush=True)
+    during = [s for s in samples if s.episodes > 0]
+    flat = not grew(during[0], during[-1])
+    left = samples[-1].processes
+    print(f"counts from episode {during[0].episodes} to {during[-1].episodes}: "
+          f"{f'flat (within {TRANSIENT})' if flat else 'GREW'}; processes left after close: {left}")
+    return 0 if flat and left == 0 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m envs``."""
     parser = argparse.ArgumentParser(prog="python -m envs", description=__doc__,
@@ -65,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--episodes", type=int, default=20)
     bench.add_argument("--ids", nargs="+", default=None, help="env ids to measure")
     sub.add_parser("miniwob-report", help="check all MiniWoB tasks; write envs/miniwob_report.md")
+    soak = sub.add_parser("soak", help="many oracle episodes in one env; print process and fd counts")
+    soak.add_argument("--id", default="catp/login-v0", help="env id (default catp/login-v0)")
+    soak.add_argument("--episodes", type=int, default=200)
+    soak.add_argument("--every", type=int, default=20, help="print counts every this many episodes")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -90,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = sum(r["loads"] and r["scored"] for r in rows.values())
         print(f"{ok} of {len(rows)} MiniWoB tasks load and can be scored; wrote {REPORT_PATH}")
         return 0
+    if args.command == "soak":
+        return _soak(parser, args.id, args.episodes, args.every)
     return 2  # pragma: no cover - argparse enforces the choices
 
 

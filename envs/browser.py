@@ -14,10 +14,13 @@ Containment has two layers:
   else (preconnects, ``https`` and WebSocket tunnels, its background requests) ends at a proxy
   that answers 403; WebRTC may not send UDP around the proxy, and host names do not resolve
   (:data:`envs.config.CONTAINMENT_ARGS`, :data:`envs.config.CHROMIUM_ARGS`).
-* **Reporting**: what the page attempts is recorded, whether Playwright's routing refused it
-  (requests, navigations, pop-ups' loads), the proxy did (WebSockets), Chromium refused it
-  itself (``file://`` from a web page, top-level ``data:``) or it happened without traffic
-  (the page navigating itself to ``about:``, ``blob:`` or ``data:`` documents, pop-ups).
+* **Reporting**: what the page attempts is recorded (:class:`envs.events.EpisodeEvents`),
+  whether Playwright's routing refused it (requests, navigations, pop-ups' loads), the proxy
+  did (WebSockets, preconnects: its refusals are attributed to the step that saw them),
+  Chromium refused it itself (``file://`` from a web page, top-level ``data:``), the page
+  guard did (WebRTC peer connections, ``window.open`` past the cap, :mod:`envs.page_guard`)
+  or it happened without traffic (the page navigating itself to ``about:``, ``blob:`` or
+  ``data:`` documents, pop-ups).
 """
 
 from __future__ import annotations
@@ -36,16 +39,14 @@ from envs.actions import PRIMITIVES, Action
 from envs.config import CONTAINMENT_ARGS, WebEnvConfig
 from envs.elements import (ELEMENTS_JS, FOCUS_JS, INTERACTIVE_SELECTOR, LOCATE_JS, MAX_ELEMENTS, SCROLL_JS,
                            SETTLE_JS, normalise_elements)
+from envs.events import MAX_EVENTS, EpisodeEvents
+from envs.page_guard import PageEvents, guard_key, guard_script, take_js
 from envs.server import RefusingProxy
 from envs.worker import BrowserProcesses
 
 __all__ = ["BrowserDied", "BrowserSession", "INSTALL_HINT", "MAX_EVENTS"]
 
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
-
-MAX_EVENTS = 500
-"""Each event log (blocked requests, dialogs, pop-ups) keeps at most this many entries per
-episode; later ones are counted (a page may fire requests in a loop)."""
 
 # Chromium's own refusals, which never reach the network layer (so not Playwright's routing).
 _REFUSED_RE = re.compile(r"^Not allowed to (?:load local resource|navigate top frame to \w+ URL): (\S+)")
@@ -73,11 +74,8 @@ class BrowserSession:
         self._mouse = (config.viewport[0] / 2, config.viewport[1] / 2)
         self.processes = BrowserProcesses()
         self.proxy: RefusingProxy | None = None
-        self.blocked_requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.closed_popups: list[str] = []
-        self._blocked_notes: list[str] = []
-        self._dropped = 0
+        self.events = EpisodeEvents()
+        self._guard_key = guard_key()
         self._released = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -171,6 +169,20 @@ class BrowserSession:
             self.proxy.stop()
         self.processes.remove_files()
 
+    def forget_last_call(self) -> None:
+        """Make one Playwright call that touches only the driver (not the page).
+
+        Playwright keeps the caller frames of its latest call (its task holds them) until the
+        next call runs its event loop. Those frames hold whoever called, e.g. the env; called
+        from a frame that holds only this session, this releases them.
+        """
+        if self._pw is None or self.page is None:
+            return
+        try:
+            self.page.wait_for_timeout(0)
+        except Exception:  # noqa: BLE001 - a closed page or a dead browser: the loop ran anyway
+            pass
+
     # ------------------------------------------------------------------ episodes
     def new_episode(self, allow: Callable[[str], bool]) -> Any:
         """Start an episode guarded by ``allow``; return the page.
@@ -181,11 +193,9 @@ class BrowserSession:
         """
         self.launch()
         self._allow = allow
-        self.blocked_requests = []
-        self._blocked_notes = []
-        self.dialogs = []
-        self.closed_popups = []
-        self._dropped = 0
+        self.events = EpisodeEvents()
+        if self.proxy is not None:
+            self.proxy.take()  # refusals before this episode (the browser's start) are not its
         vw, vh = self.config.viewport
         self._mouse = (vw / 2, vh / 2)
         if self._context is None or self.page is None or self.page.is_closed() or self._page_crashed:
@@ -194,6 +204,7 @@ class BrowserSession:
         self._context.clear_cookies()
         if self.page.url.startswith("http"):
             try:
+                self.page.evaluate(take_js(self._guard_key))  # the last episode's, unread
                 self.page.evaluate("() => { try { localStorage.clear(); sessionStorage.clear(); } catch (e) {} }")
             except Exception:  # noqa: BLE001 - a document without storage: nothing to clear
                 pass
@@ -218,6 +229,7 @@ class BrowserSession:
         )
         ctx.set_default_timeout(self.config.action_timeout_ms)
         ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
+        ctx.add_init_script(guard_script(self._guard_key, MAX_EVENTS))
         ctx.route("**/*", self._route)
         page = ctx.new_page()
         page.on("dialog", self._on_dialog)
@@ -228,14 +240,6 @@ class BrowserSession:
         ctx.on("page", self._on_popup)
         self._context, self.page = ctx, page
 
-    def _record(self, log: list[str], entry: str, note: str | None = None) -> None:
-        if len(log) >= MAX_EVENTS:
-            self._dropped += 1
-            return
-        log.append(entry)
-        if note is not None:
-            self._blocked_notes.append(note)
-
     def _allowed(self, url: str) -> bool:
         try:
             return bool(self._allow(url))
@@ -243,7 +247,7 @@ class BrowserSession:
             return False
 
     def _block(self, url: str, note: str) -> None:
-        self._record(self.blocked_requests, url[:2000], f"{note} {url[:200]}")
+        self.events.block(url, note)
 
     def _route(self, route: Any) -> None:
         request = route.request
@@ -282,7 +286,8 @@ class BrowserSession:
             self._block(url, "a frame navigated to")
 
     def _on_dialog(self, dialog: Any) -> None:
-        self._record(self.dialogs, f"{dialog.type}: {dialog.message}"[:200])
+        # Dialogs of documents the page guard does not cover (another origin's frames, beforeunload).
+        self.events.dialog(f"{dialog.type}: {dialog.message}")
         try:
             dialog.dismiss()
         except Exception:  # noqa: BLE001 - the dialog may have closed itself
@@ -294,7 +299,7 @@ class BrowserSession:
     def _on_popup(self, popup: Any) -> None:
         if popup is self.page:
             return
-        self._record(self.closed_popups, popup.url[:2000])
+        self.events.popup(popup.url)
         try:
             popup.close()
         except Exception:  # noqa: BLE001 - it may be closing already
@@ -373,24 +378,18 @@ class BrowserSession:
                 raise
             self.page.wait_for_load_state("load", timeout=self.config.action_timeout_ms)
 
-    def take_new_events(self, since: dict[str, int]) -> list[str]:
-        """Messages for requests blocked, dialogs dismissed and pop-ups closed after ``since``."""
-        msgs = list(self._blocked_notes[since["blocked"]:])
-        msgs += [f"dismissed dialog ({d})" for d in self.dialogs[since["dialogs"]:]]
-        msgs += [f"closed pop-up {u[:200]}" for u in self.closed_popups[since["popups"]:]]
-        if self._dropped > since.get("dropped", 0):
-            msgs.append(f"{self._dropped - since.get('dropped', 0)} more events not listed "
-                        f"(each log keeps {MAX_EVENTS} per episode)")
-        return msgs
+    def collect_events(self) -> None:
+        """Add what the page guard and the proxy recorded since the last collection to
+        :attr:`events` (a page that cannot be read now has its record sent on when it is left)."""
+        from playwright.sync_api import Error as PlaywrightError
 
-    def event_counts(self) -> dict[str, int]:
-        """Current lengths of the event logs (pass to :meth:`take_new_events`)."""
-        return {
-            "blocked": len(self.blocked_requests),
-            "dialogs": len(self.dialogs),
-            "popups": len(self.closed_popups),
-            "dropped": self._dropped,
-        }
+        if self.page is not None and self.alive:
+            try:
+                self.events.add_page_events(PageEvents(self.page.evaluate(take_js(self._guard_key))))
+            except PlaywrightError:  # navigating, or closed: nothing to read in this document
+                pass
+        if self.proxy is not None:
+            self.events.add_proxy_refusals(self.proxy.take())
 
     # -------------------------------------------------------------- observation
     def screenshot(self) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "RESERVED_FLAGS", "WebEnvConfig"]
+__all__ = ["BROWSER_SERVICE_DOMAINS", "CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "RESERVED_FLAGS",
+           "WebEnvConfig", "is_browser_service"]
 
 DEFAULT_EXECUTABLE = "/usr/bin/chromium"
 
@@ -32,6 +33,21 @@ CONTAINMENT_ARGS: tuple[str, ...] = (
 refusing proxy on 127.0.0.1) and ``--proxy-bypass-list`` (``<-loopback>`` plus the env's own
 task server only). WebRTC may not send UDP around the proxy (measured with Chromium 156: the
 often-quoted ``--force-webrtc-ip-handling-policy`` does not stop STUN packets; this flag does)."""
+
+BROWSER_SERVICE_DOMAINS: tuple[str, ...] = ("google.com", "googleapis.com", "gvt1.com", "gvt2.com", "gstatic.com")
+"""Domains of the hosts Chromium 156 contacts on its own, with the flags above: update checks and
+downloads (``update.googleapis.com``, ``redirector.gvt1.com``), sign-in (``accounts.google.com``)
+and autofill hints (``content-autofill.googleapis.com``), seen at the refusing proxy in every
+episode. The proxy refuses them like everything else, but they are not the page's doing, so
+its refusals of these domains (and their subdomains) are not reported in the page's steps. What
+the page itself requests from them passes Playwright's routing and is reported there."""
+
+
+def is_browser_service(host: str) -> bool:
+    """Whether ``host`` is in :data:`BROWSER_SERVICE_DOMAINS` or below one of them."""
+    host = host.lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in BROWSER_SERVICE_DOMAINS)
+
 
 RESERVED_FLAGS: tuple[str, ...] = (
     "--proxy-server", "--proxy-bypass-list", "--proxy-pac-url", "--proxy-auto-detect",

@@ -154,7 +154,8 @@ class RefusingProxy:
 
     Attributes:
         refused: ``"METHOD target"`` of each refused request, in order (``"CONNECT example.com:443"``,
-            ``"GET http://127.0.0.1:9/x"``), at most ``max_records``.
+            ``"GET http://127.0.0.1:9/x"``), the first ``max_records``; :meth:`take` hands out
+            the ones refused since its last call.
         connections: connections accepted so far (all of them refused).
 
     >>> proxy = RefusingProxy()
@@ -172,6 +173,8 @@ class RefusingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.refused: list[str] = []
         self.connections = 0
+        self._fresh: list[str] = []  # refused since the last take(), at most max_records
+        self._fresh_lock = threading.Lock()
         self._idle_s = idle_s
         self._max_records = max_records
         self._stopping = threading.Event()
@@ -223,9 +226,20 @@ class RefusingProxy:
         line = data.split(b"\n", 1)[0].decode("latin-1").strip()
         if line:
             method, _, rest = line.partition(" ")
+            entry = f"{method} {rest.rsplit(' ', 1)[0]}"[:300]
             if len(self.refused) < self._max_records:
-                self.refused.append(f"{method} {rest.rsplit(' ', 1)[0]}"[:300])
+                self.refused.append(entry)
+            with self._fresh_lock:
+                if len(self._fresh) < self._max_records:
+                    self._fresh.append(entry)
         self._finish(conn, selector, pending, answer=bool(chunk))
+
+    def take(self) -> list[str]:
+        """The requests refused since the last call (``"METHOD target"``), oldest first; any
+        thread may call it. At most ``max_records`` are kept between calls."""
+        with self._fresh_lock:
+            fresh, self._fresh = self._fresh, []
+        return fresh
 
     @staticmethod
     def _finish(conn: socket.socket, selector: selectors.BaseSelector,

@@ -8,7 +8,8 @@
 Observation (``spaces.Dict``): ``screenshot`` (H, W, 3) uint8 in screenshot pixels,
 ``instruction``, ``url``, ``last_action_error`` ("" when none) and ``step``.
 ``info``: ``elements`` (visible interactive elements, boxes in screenshot pixels),
-``success``, ``task_id``, ``seed``, ``blocked_requests``, ``dialogs``, ``closed_popups``,
+``success``, ``task_id``, ``seed``, ``blocked_requests``, ``dialogs``, ``closed_popups`` (each
+the episode's first 500), ``event_counts`` (all of them counted, with ``refused_popups``),
 ``step``, and ``error`` when the browser died or hung. Reward is 1.0 on the step that succeeds.
 
 Failure handling: ``step`` never raises. A step (or ``oracle_action``) that takes longer than
@@ -58,6 +59,10 @@ _CLOSE_GRACE_S = 3.0
 _FREE_AFTER_KILL_S = 0.5
 """How long a hung call may take to fail once its browser was killed, before the env gives up
 its Playwright thread (busy draining a flood of events) and starts a new one at the next reset."""
+
+
+_FORGET_S = 0.5
+"""How long a call waits for Playwright to let go of its frames (see ``WebEnv._call``)."""
 
 
 class PageHung(RuntimeError):
@@ -162,7 +167,7 @@ class WebEnv(gym.Env[dict, str]):
         self._active = False
         self._last_obs: dict[str, Any] | None = None
         self._end_reason = "the episode is over"
-        self._seen_events: dict[str, int] = {"blocked": 0, "dialogs": 0, "popups": 0, "dropped": 0}
+        self._seen_events: dict[str, int] = {}
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -201,14 +206,25 @@ class WebEnv(gym.Env[dict, str]):
         """
         assert self._worker is not None and self._session is not None
         limit_ms = self.config.step_timeout_ms if limit_ms is None else limit_ms
+        worker, session = self._worker, self._session
         try:
-            return self._worker.call(fn, *args, timeout=limit_ms / 1000)
+            return worker.call(fn, *args, timeout=limit_ms / 1000)
         except CallTimeout:
             self._recover_from_hang()
             raise PageHung(
                 f"the page did not answer within {limit_ms / 1000:g} s (a busy script or a frozen "
                 "browser); the env killed that browser and ended the episode"
             ) from None
+        finally:
+            # Playwright keeps its last call's caller frames (ours, holding this env) until its
+            # next call: make one from a frame that does not hold the env, so that the thread
+            # and the browser never keep a dropped env alive (a dead browser's page answers at
+            # once with an error, which is enough).
+            if worker.alive and worker.busy_for is None:
+                try:
+                    worker.call(session.forget_last_call, timeout=_FORGET_S)
+                except CallTimeout:  # a thread busy with a flood of events: it runs after it
+                    pass
 
     def _recover_from_hang(self) -> None:
         worker, session = self._worker, self._session
@@ -242,9 +258,10 @@ class WebEnv(gym.Env[dict, str]):
             "task_id": self.task_id,
             "seed": self._seed,
             "step": self._step,
-            "blocked_requests": list(session.blocked_requests) if session else [],
-            "dialogs": list(session.dialogs) if session else [],
-            "closed_popups": list(session.closed_popups) if session else [],
+            "blocked_requests": list(session.events.blocked_requests) if session else [],
+            "dialogs": list(session.events.dialogs) if session else [],
+            "closed_popups": list(session.events.closed_popups) if session else [],
+            "event_counts": dict(session.events.counts) if session else {},
         }
         if status is not None:
             info.update(status.extra)
@@ -302,7 +319,8 @@ class WebEnv(gym.Env[dict, str]):
     def _reset_in_thread(self) -> tuple[dict[str, Any], list[dict[str, Any]], TaskStatus]:
         assert self._session is not None
         self._instruction = self.task.start(self._session, self._seed)
-        self._seen_events = self._session.event_counts()
+        self._session.collect_events()
+        self._seen_events = self._session.events.mark()
         obs, elements = self._observe("")
         return obs, elements, self.task.status(self._session)
 
@@ -371,11 +389,12 @@ class WebEnv(gym.Env[dict, str]):
                     else _first_line(exc)
                 error = f"{action.name} failed: {detail}"
         # Report what happened since the last observation (the action, timers, scripts).
-        events = session.take_new_events(self._seen_events)
+        session.collect_events()
+        events = session.events.messages_since(self._seen_events)
         error = "; ".join([m for m in [error, *events] if m])
         if not session.alive:
             raise BrowserDied("the browser is not running")
-        self._seen_events = session.event_counts()
+        self._seen_events = session.events.mark()
         obs, elements = self._observe(error)
         obs["step"] = min(self._step, self.config.max_steps)
         return obs, elements, self.task.status(session), ended

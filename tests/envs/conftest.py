@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,12 @@ def center(bbox: tuple[int, int, int, int]) -> tuple[int, int]:
     """Centre of an (x, y, w, h) box in screenshot pixels."""
     x, y, w, h = bbox
     return x + w // 2, y + h // 2
+
+
+def click_on(info: dict[str, Any], element_id: str) -> str:
+    """The action that clicks the centre of the element with this id in ``info["elements"]``."""
+    el = next(e for e in info["elements"] if e.get("id") == element_id)
+    return "click(%d, %d)" % center(el["bbox"])
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,8 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
      ("/prefetch",)),
     ("worker", "new Worker(URL.createObjectURL(new Blob([`fetch('${C}/worker').catch(() => 0)`])))",
      ("/worker",)),
+    ("shared_worker", "new SharedWorker(URL.createObjectURL(new Blob([`fetch('${C}/shared').catch(() => 0)`])))",
+     ("/shared",)),  # passes no routing: the proxy's refusal is what is reported
     ("file_nav", "location.href = 'file:///etc/hostname'", ("file:///etc/hostname",)),
     ("file_fetch", "fetch('file:///etc/hostname').catch(() => 0)", ("file:///etc/hostname",)),
     ("file_iframe", "add('iframe', {src: 'file:///etc/hostname'})", ("file:///etc/hostname",)),
@@ -70,10 +72,11 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("data_nav", "location.href = 'data:text/html,<p>x</p>'", ("data:text/html",)),
     ("about_popup", "window.open('about:blank')", ()),  # reported as a closed pop-up
     ("rtc", "const pc = new RTCPeerConnection({iceServers: [{urls: 'stun:127.0.0.1:' + U}]}); "
-            "pc.createDataChannel('x'); pc.createOffer().then(o => pc.setLocalDescription(o))", ()),
+            "pc.createDataChannel('x'); pc.createOffer().then(o => pc.setLocalDescription(o))",
+     ("RTCPeerConnection(stun:127.0.0.1:",)),  # refused in the page (envs.page_guard)
     ("webtransport", "try { new WebTransport('https://127.0.0.1:' + U + '/wt'); } catch (e) {}", ()),
 ]
-SILENT = {"rtc", "webtransport"}  # no request exists to report; what matters is that no UDP leaves
+SILENT = {"rtc", "webtransport"}  # UDP: what matters is that no datagram leaves (WebTransport is not reported)
 
 PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
 <script src="/episode/spec.js"></script><script src="/static/catp.js"></script>
