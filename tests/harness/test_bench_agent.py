@@ -85,3 +85,15 @@ def test_full_scale_preset_is_refused_on_the_cpu_in_one_line(capsys: pytest.Capt
     assert "add --agent" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown preset 'qwen9'"):
         AgentBenchConfig(preset="qwen9")
+
+
+def test_gpu_check_script_parses_and_names_a_bad_option() -> None:
+    """scripts/gpu_check.sh (run in full with --dry on a CPU, see docs/benchmarks.md): valid bash,
+    and an unknown option is refused by name before anything runs."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    bad = subprocess.run(["bash", str(script), "--fast"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --fast" in bad.stderr
