@@ -98,8 +98,7 @@ def _first_near_max(values: Tensor, available: Tensor) -> Tensor:
     only cover each other) can differ in the last bits after summation, and must still go to the
     lower index.
     """
-    neg_inf = torch.tensor(float("-inf"), dtype=values.dtype, device=values.device)
-    masked = torch.where(available, values, neg_inf)
+    masked = values.masked_fill(~available, float("-inf"))  # a scalar fill: no host-to-device copy
     top = masked.max(dim=-1, keepdim=True).values
     tol = TIE_RTOL[values.dtype] * torch.clamp(top.abs(), min=1.0)
     return torch.argmax((masked >= top - tol).to(torch.uint8), dim=-1)  # argmax returns the first maximum
@@ -249,7 +248,7 @@ def _greedy_recompute(sim: Tensor, align_bonus: Tensor, keep: int) -> Tensor:
         torch.sub(sim, best[:, :, None], out=buffer).clamp_(min=0.0)
         j = _first_near_max(buffer.sum(dim=1) + align_bonus, available)
         chosen.append(j)
-        available[rows, j] = False
+        available.scatter_(1, j[:, None], False)  # scatter, not index_put: no copy, no wait on CUDA
         best = torch.maximum(best, sim[rows, j])  # row p = column p: sim is symmetric
     return torch.stack(chosen, dim=1)
 
@@ -353,8 +352,7 @@ def divprune_select(features: Tensor, keep: int, impl: str | None = None) -> Ten
     dist = 1.0 - (cos + cos.T) / 2  # bitwise symmetric
     available = torch.ones(n, dtype=torch.bool, device=device)
     if n > 1:
-        inf = torch.tensor(float("inf"), dtype=dist.dtype, device=device)
-        off_diag = dist.masked_fill(torch.eye(n, dtype=torch.bool, device=device), inf)
+        off_diag = dist.masked_fill(torch.eye(n, dtype=torch.bool, device=device), float("inf"))
         first = _first_near_max(off_diag.min(dim=1).values, available)
     else:
         first = torch.tensor(0, device=device)
@@ -362,15 +360,17 @@ def divprune_select(features: Tensor, keep: int, impl: str | None = None) -> Ten
         from .greedy_cpu import divprune_picks
 
         return torch.sort(divprune_picks(dist, int(first), keep, TIE_RTOL[dist.dtype])).values
-    chosen = [first]
-    available[first] = False
-    min_dist = dist[first].clone()
+    # index_fill_ / index_select with 1-element index tensors: indexing with a 0-d tensor would
+    # read it back to the host (a wait per step on CUDA)
+    chosen = [first.reshape(1)]
+    available.index_fill_(0, chosen[0], False)
+    min_dist = dist.index_select(0, chosen[0])[0]
     for _ in range(keep - 1):
-        j = _first_near_max(min_dist, available)
+        j = _first_near_max(min_dist, available).reshape(1)
         chosen.append(j)
-        available[j] = False
-        min_dist = torch.minimum(min_dist, dist[j])
-    return torch.sort(torch.stack(chosen)).values
+        available.index_fill_(0, j, False)
+        min_dist = torch.minimum(min_dist, dist.index_select(0, j)[0])
+    return torch.sort(torch.cat(chosen)).values
 
 
 def random_select(n: int, keep: int, generator: torch.Generator) -> Tensor:
