@@ -56,6 +56,7 @@ step() {  # step NAME LIMIT_S CMD...: run with a time limit, record exit code an
   local rc=$?
   "$PY" -c 'import json,sys; print(json.dumps({"step": sys.argv[1], "rc": int(sys.argv[2]), "seconds": int(sys.argv[3]), "command": sys.argv[4:]}))' \
     "$name" "$rc" "$((SECONDS - t0))" "$@" >> "$STEPS_JSON"
+  return "$rc"
 }
 
 step environment 60 "$PY" -c '
@@ -65,6 +66,11 @@ json.dump({"python": platform.python_version(), "torch": torch.__version__, "tra
            "cuda": cuda, "device": torch.cuda.get_device_name() if cuda else "cpu",
            "memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None},
           open(sys.argv[1], "w"), indent=1)' "$OUT/environment.json"
+
+# gymnasium (the action types the policy parses into) and tqdm (the benches' progress) come from
+# .whl/ where the image lacks them: without them the agent-step test and the bench fail
+step imports 60 "$PY" -c 'import gymnasium, tqdm, policies.vlm, catp_agent.harness.bench_agent' ||
+  echo "gpu_check.sh: imports failed; run 'bash scripts/gpu_check.sh --fetch-wheels' here and carry .whl" >&2
 
 if [ "$MODE" = gpu ]; then
   step gpu_tests "$T_TESTS" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/catp_agent/test_prune_cuda.py \
