@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"config": vars(args), "keep_stage1": keep1, "keep_divprune": keep_d,
             "environment": {"python": platform.python_version(), "torch": torch.__version__,
                             "threads": torch.get_num_threads(),
-                            "device_name": torch.cuda.get_device_name() if not on_cpu else platform.processor()},
+                            "device_name": torch.cuda.get_device_name() if not on_cpu else (platform.processor() or platform.machine())},
             "results": rows}
 
 
