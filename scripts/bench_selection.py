@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> dict:
         before = "incremental" if args.tokens >= 256 else "recompute"
         loops["stage1 before"] = (before, lambda: facility_location_greedy_many(feats, vectors, [keep1] * args.images,
                                                                                  impl=before))
-    else:  # the alternative on a GPU: copy the features to the host and run the CPU loop there
+    else:  # the alternatives on a GPU: the loop as one CUDA graph; the features to the host, the CPU loop there
+        loops["stage1 graphed"] = ("recompute_graph", lambda: facility_location_greedy_many(
+            feats, vectors, [keep1] * args.images, impl="recompute_graph"))
         loops["stage1 on host"] = ("numpy", lambda: facility_location_greedy_many(
             [f.cpu() for f in feats], [v.cpu() for v in vectors], [keep1] * args.images))
     picks = {name: [t.cpu() for t in fn()] for name, (_, fn) in loops.items()}  # also the warm-up

@@ -201,6 +201,9 @@ _INCREMENTAL_SLACK = 1e-9
 # reference) and ``recompute`` (every gain recomputed each step: O(n^2) work per step, but a
 # fixed chain of kernels that never waits for the device, so the loop for CUDA).
 GREEDY_IMPLS = ("numpy", "incremental", "recompute")
+# CUDA only, opt-in until measured: the recompute loop captured as one CUDA graph (.greedy_cuda).
+CUDA_GREEDY_IMPLS = ("recompute_graph",)
+_GRAPHED: object | None = None  # the captured loops by shape, made on first use
 
 
 def greedy_impl_for(device: torch.device) -> str:
@@ -229,8 +232,15 @@ def _greedy_batch(sim: Tensor, align_bonus: Tensor, keep: int, impl: str | None 
         picks = _greedy_incremental(sim, align_bonus, keep)
     elif impl == "recompute":
         picks = _greedy_recompute(sim, align_bonus, keep)
+    elif impl == "recompute_graph":
+        global _GRAPHED
+        if _GRAPHED is None:
+            from .greedy_cuda import GraphedGreedy
+
+            _GRAPHED = GraphedGreedy(_greedy_recompute)
+        picks = _GRAPHED(sim, align_bonus, keep)
     else:
-        raise ValueError(f"greedy impl must be one of {GREEDY_IMPLS}, got {impl!r}")
+        raise ValueError(f"greedy impl must be one of {GREEDY_IMPLS + CUDA_GREEDY_IMPLS}, got {impl!r}")
     return list(torch.sort(picks, dim=1).values.unbind(0))
 
 

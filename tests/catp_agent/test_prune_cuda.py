@@ -100,6 +100,11 @@ def test_selection_on_cuda_picks_what_the_cpu_picks(tokens: int) -> None:
                                         [keep] * 3)
     assert all(p.device.type == "cuda" for p in gpu)
     assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
+    for _ in range(2):  # captured on the first call, replayed on the second
+        graphed = facility_location_greedy_many([f.cuda() for f in feats],
+                                                [None if v is None else v.cuda() for v in vectors], [keep] * 3,
+                                                impl="recompute_graph")
+        assert all(torch.equal(a, b) for a, b in zip(gpu, graphed))
     keep_d = keep_count(tokens, 0.778)
     assert all(torch.equal(divprune_select(f, keep_d), divprune_select(f.cuda(), keep_d).cpu()) for f in feats)
 

@@ -406,6 +406,8 @@ def test_numpy_greedy_equals_torch_reference_at_agent_scale() -> None:
     assert all(torch.equal(a, b) for a, b in zip(new, ref))
     with pytest.raises(ValueError, match="greedy impl must be one of"):
         facility_location_greedy_many(xs, [v, None], [keep, keep], impl="lazy")
+    with pytest.raises(ValueError, match="graphed greedy needs CUDA tensors"):
+        facility_location_greedy_many(xs, [v, None], [keep, keep], impl="recompute_graph")
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "duplicates", "constant"])
