@@ -70,10 +70,12 @@ def facility_location_picks(sim: Tensor, align_bonus: Tensor, keep: int, tie_rto
             block = s[img, x]
             np.maximum(block, lo[:, None], out=block)
             np.minimum(block, hi[:, None], out=block)
-            # per-image sums in float64, as one matrix product with the rows' image indicator
-            member = (img[None, :] == rows[:, None]).astype(np.float64)  # (B, changed)
-            estimate -= member @ block.astype(np.float64)
-            estimate += (member @ lo.astype(np.float64))[:, None]
+            # per-image sums in float64 (nonzero lists the rows image by image); no BLAS call, whose
+            # threads would spin on every step
+            starts = np.flatnonzero(np.r_[True, img[1:] != img[:-1]])
+            changed = np.add.reduceat(block.astype(np.float64), starts, axis=0)
+            changed -= np.add.reduceat(lo.astype(np.float64), starts)[:, None]
+            estimate[img[starts]] -= changed
             best[img, x] = hi
         estimate[rows, j] = neg_inf
     return torch.from_numpy(picks)
