@@ -72,10 +72,12 @@ def facility_location_picks(sim: Tensor, align_bonus: Tensor, keep: int, tie_rto
             np.minimum(block, hi[:, None], out=block)
             # per-image sums in float64 (nonzero lists the rows image by image); no BLAS call, whose
             # threads would spin on every step
-            starts = np.flatnonzero(np.r_[True, img[1:] != img[:-1]])
+            counts = np.bincount(img, minlength=b)
+            present = np.flatnonzero(counts)
+            starts = (np.cumsum(counts) - counts)[present]
             changed = np.add.reduceat(block.astype(np.float64), starts, axis=0)
             changed -= np.add.reduceat(lo.astype(np.float64), starts)[:, None]
-            estimate[img[starts]] -= changed
+            estimate[present] -= changed
             best[img, x] = hi
         estimate[rows, j] = neg_inf
     return torch.from_numpy(picks)
