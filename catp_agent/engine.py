@@ -44,19 +44,6 @@ def synced_clock(device: torch.device | str | None = None) -> float:
     return time.perf_counter()
 
 
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run a block on one intra-op thread. The greedy selections are hundreds of tiny tensor
-    ops; spreading each over several threads costs more in synchronisation than it saves
-    (measured: 37 ms on 1 thread against 278 ms on 2 busy threads for 289 tokens)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass
 class _Sequence:
     """State of the sequence being prefilled / decoded. Index space "g0" = tokens after stage 1."""
@@ -206,7 +193,7 @@ class PruningHandle:
         cache = self.method.selection_cache
         hits_before = cache.hits if cache is not None else 0
         if not cfg.is_identity:
-            with torch.no_grad(), single_threaded():
+            with torch.no_grad():  # the greedy loops inside run on one thread (pruning.greedy_cpu)
                 kept_patches = self.method.before_decoder(layout, embeds[0])
             if kept_patches is not None:  # picks made on a GPU index the host-side layout
                 kept_patches = [patches.cpu() for patches in kept_patches]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_float, check_int, check_matrix_vector, check_tensor, compute_dtype
+from .greedy_cpu import divprune_picks, facility_location_picks, single_threaded
 
 # Relative tolerance under which two greedy gains / distances count as tied (32 machine
 # epsilons of the compute dtype, relative to max(1, |best value|)): about the rounding error of
@@ -224,9 +225,15 @@ def _greedy_batch(sim: Tensor, align_bonus: Tensor, keep: int, impl: str | None 
     impl = greedy_impl_for(sim.device) if impl is None else impl
     if impl == "numpy" and sim.device.type != "cpu":
         raise ValueError(f"the numpy greedy needs CPU tensors, got device {sim.device}: pass impl=None or 'recompute'")
-    if impl == "numpy":
-        from .greedy_cpu import facility_location_picks
+    if sim.device.type == "cpu":
+        with single_threaded():
+            return _greedy_loop(sim, align_bonus, keep, impl)
+    return _greedy_loop(sim, align_bonus, keep, impl)
 
+
+def _greedy_loop(sim: Tensor, align_bonus: Tensor, keep: int, impl: str) -> list[Tensor]:
+    """:func:`_greedy_batch` after the symmetrisation: the loop named ``impl``."""
+    if impl == "numpy":
         picks = facility_location_picks(sim, align_bonus, keep, TIE_RTOL[sim.dtype], _INCREMENTAL_SLACK, _first_near_max)
     elif impl == "incremental":
         picks = _greedy_incremental(sim, align_bonus, keep)
@@ -366,9 +373,16 @@ def divprune_select(features: Tensor, keep: int, impl: str | None = None) -> Ten
         first = _first_near_max(off_diag.min(dim=1).values, available)
     else:
         first = torch.tensor(0, device=device)
-    if impl == "numpy":
-        from .greedy_cpu import divprune_picks
+    if device.type == "cpu":
+        with single_threaded():
+            return _divprune_loop(dist, first, keep, impl)
+    return _divprune_loop(dist, first, keep, impl)
 
+
+def _divprune_loop(dist: Tensor, first: Tensor, keep: int, impl: str) -> Tensor:
+    """DivPrune's picks after the first, sorted: the loop named ``impl`` (``numpy`` / ``torch``)."""
+    available = torch.ones(dist.shape[0], dtype=torch.bool, device=dist.device)
+    if impl == "numpy":
         return torch.sort(divprune_picks(dist, int(first), keep, TIE_RTOL[dist.dtype])).values
     # index_fill_ / index_select with 1-element index tensors: indexing with a 0-d tensor would
     # read it back to the host (a wait per step on CUDA)
