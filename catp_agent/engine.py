@@ -35,17 +35,13 @@ from catp_agent.pruning.spans import SequenceLayout, build_layout
 from catp_agent.records import ForwardRecord
 
 
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run a block on one intra-op thread. The greedy selections are hundreds of tiny tensor
-    ops; spreading each over several threads costs more in synchronisation than it saves
-    (measured: 37 ms on 1 thread against 278 ms on 2 busy threads for 289 tokens)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def synced_clock(device: torch.device | str | None = None) -> float:
+    """``time.perf_counter()`` after the work queued on a CUDA ``device`` has finished (on a GPU
+    a kernel launch returns at once, so an unsynchronised clock times the queueing, not the
+    work). On the CPU it is the plain clock."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 @dataclass
@@ -98,6 +94,7 @@ class PruningHandle:
     def __init__(self, model: nn.Module, cfg: MethodConfig, selection_cache: SelectionCache | None = None) -> None:
         self.adapter: ModelAdapter = adapter_for(model)
         self.cfg = cfg
+        self._device: torch.device | None = None  # the input's device, set per forward (timing syncs)
         self.method: PruningMethod = make_method(cfg, self.adapter.num_layers)
         self.method.selection_cache = selection_cache
         self.k_layer = self.method.k_layer
@@ -154,7 +151,8 @@ class PruningHandle:
         past = kwargs.get("past_key_values")
         prefill = past is None or past.get_seq_length() == 0
         _check_batch(input_ids, "input_ids")
-        self._call = {"input_ids": input_ids, "prefill": prefill, "t0": time.perf_counter()}
+        self._device = input_ids.device if isinstance(input_ids, torch.Tensor) else None
+        self._call = {"input_ids": input_ids, "prefill": prefill, "t0": synced_clock(self._device)}
         if prefill:
             self._rows.active = True
 
@@ -168,7 +166,7 @@ class PruningHandle:
         if seq is None:
             return
         rec = seq.record
-        rec.timings["prefill_s"] = time.perf_counter() - float(self._call["t0"])
+        rec.timings["prefill_s"] = synced_clock(self._device) - float(self._call["t0"])
         rec.timings.setdefault("stage2_s", 0.0)
         rec.kv_cache_bytes = cache_nbytes(getattr(output, "past_key_values", None))
         rec.kept_final = seq.kept_per_image(seq.groups[-1])
@@ -183,7 +181,7 @@ class PruningHandle:
     def _on_decoder_start(self, _module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         if not self._call.get("prefill"):
             return self._decode_inputs(args, kwargs)
-        t_start = time.perf_counter()
+        t_start = synced_clock(self._device)
         input_ids = self._call.get("input_ids")
         embeds = kwargs.get("inputs_embeds")
         if input_ids is None or embeds is None:
@@ -195,8 +193,10 @@ class PruningHandle:
         cache = self.method.selection_cache
         hits_before = cache.hits if cache is not None else 0
         if not cfg.is_identity:
-            with torch.no_grad(), single_threaded():
+            with torch.no_grad():  # the greedy loops inside run on one thread (pruning.greedy_cpu)
                 kept_patches = self.method.before_decoder(layout, embeds[0])
+            if kept_patches is not None:  # picks made on a GPU index the host-side layout
+                kept_patches = [patches.cpu() for patches in kept_patches]
         if kept_patches is None:
             kept_patches = [torch.arange(span.size) for span in layout.spans]
         self._check_patches(kept_patches, layout)
@@ -219,7 +219,7 @@ class PruningHandle:
         seq = _Sequence(layout, kept0, layout.image_index()[kept0], layout.patch_index()[kept0], [torch.arange(n1)], None, rec)
         self._seq = seq
         if cfg.is_identity:
-            rec.timings["stage1_s"] = time.perf_counter() - t_start
+            rec.timings["stage1_s"] = synced_clock(self._device) - t_start
             return None
         use_cache = kwargs.get("use_cache")
         if use_cache is None:
@@ -239,7 +239,7 @@ class PruningHandle:
                 position_ids = torch.arange(n, device=device).unsqueeze(0)
             kwargs["position_ids"] = position_ids.index_select(-1, idx)
             kwargs["attention_mask"] = _cut_2d_mask(kwargs.get("attention_mask"), idx)
-        rec.timings["stage1_s"] = time.perf_counter() - t_start
+        rec.timings["stage1_s"] = synced_clock(self._device) - t_start
         return args, kwargs
 
     def _check_patches(self, kept: list[torch.Tensor], layout: SequenceLayout) -> None:
@@ -292,8 +292,8 @@ class PruningHandle:
             seq = self._seq
             if seq is None or not self._call.get("prefill"):
                 return None
-            t0 = time.perf_counter()
             hidden = output[0] if isinstance(output, tuple) else output
+            t0 = synced_clock(hidden.device)
             group = seq.groups[-1]
             step = DecisionInput(
                 layer=layer_idx,
@@ -315,7 +315,7 @@ class PruningHandle:
                 first_after = self._layer_group.index(len(seq.groups) - 1)
                 seq.cache.set_removed(first_after, seq.layout.length - int(seq.groups[-1].numel()))
             new_hidden = hidden.index_select(1, keep_local.to(hidden.device))
-            seq.record.timings["stage2_s"] = seq.record.timings.get("stage2_s", 0.0) + time.perf_counter() - t0
+            seq.record.timings["stage2_s"] = seq.record.timings.get("stage2_s", 0.0) + synced_clock(hidden.device) - t0
             kept = seq.kept_per_image(seq.groups[-1])
             seq.record.kept_by_layer.append((layer_idx, kept))
             if len(seq.groups) == 2:

@@ -9,13 +9,12 @@ environment reports it invalid: the policy never crashes on model output.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from PIL import Image
 
-from catp_agent.engine import prune
+from catp_agent.engine import prune, synced_clock
 from catp_agent.methods import MethodConfig, PruningConfig, SelectionCache
 from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache
 from catp_agent.agent.dialects import Dialect, Frame, default_dialect, get_dialect
@@ -151,11 +150,12 @@ class VLMPolicy:
         try:
             with prune(self.agent.model, cfg, self.selections if cfg is self.pruning else None) as handle:
                 handle.signal_provider = signals
-                t0 = time.perf_counter()
+                device = inputs["input_ids"].device
+                t0 = synced_clock(device)
                 with torch.no_grad():
                     out = self.agent.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                                     min_new_tokens=self.min_new_tokens, do_sample=False)
-                total = time.perf_counter() - t0
+                total = synced_clock(device) - t0
         finally:
             if hook is not None:
                 hook.remove()

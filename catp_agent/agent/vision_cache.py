@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from catp_agent.engine import synced_clock
 from catp_agent.models.families import family_for
 
 
@@ -53,10 +53,10 @@ class VisionFeatureCache:
         for sid, image_inputs in zip(screenshot_ids, per_image_inputs):
             entry = self._entries.get(sid)
             if entry is None:
-                t0 = time.perf_counter()
+                t0 = synced_clock(model.device)
                 with torch.no_grad():
                     feats = family.image_features(model, image_inputs)[0]
-                entry = _Entry(feats, family.image_grid(image_inputs, feats.shape[0]), time.perf_counter() - t0)
+                entry = _Entry(feats, family.image_grid(image_inputs, feats.shape[0]), synced_clock(model.device) - t0)
                 self._entries[sid] = entry
                 self.last_encode_s += entry.encode_s
             else:

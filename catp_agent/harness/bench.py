@@ -86,10 +86,13 @@ class BenchConfig:
     dtype: str = "fp32"
     threads: int | None = None
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         from catp_agent.models.tiny import FAMILIES
 
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but torch {torch.__version__} sees no CUDA device here")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {list(FAMILIES)}, got {self.family!r}")
         for name in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vision_hidden", "vision_depth", "images", "repeats"):
@@ -169,17 +172,19 @@ def build_bench_model(cfg: BenchConfig) -> tuple[torch.nn.Module, dict[str, torc
     inputs = demo_inputs(processor, n_images=cfg.images, size=cfg.image_size, seed=cfg.seed)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[cfg.dtype])
-    return model, inputs
+    inputs = {k: v.to(cfg.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return model.to(cfg.device), inputs
 
 
 def _prefill(model: torch.nn.Module, inputs: dict, pcfg: MethodConfig) -> dict[str, object]:
     """One timed prefill under ``pcfg``: wall time and what the pruning record says."""
-    from catp_agent.engine import prune
+    from catp_agent.engine import prune, synced_clock
 
+    device = inputs["input_ids"].device
     with prune(model, pcfg) as handle, torch.inference_mode():
-        t0 = time.perf_counter()
+        t0 = synced_clock(device)
         model(**inputs, use_cache=True)
-        wall = time.perf_counter() - t0
+        wall = synced_clock(device) - t0
     rec = handle.last
     if rec is None:
         raise RuntimeError(f"the prefill under {pcfg.method!r} left no record: were the image tokens found?")
@@ -361,6 +366,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=d.repeats, help=f"timed rounds after the warm-up; the median is reported (default {d.repeats})")
     parser.add_argument("--dtype", choices=list(DTYPES), default=d.dtype, help="model dtype (default fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights, images and random selections (default 0)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
@@ -372,6 +378,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--history", type=int, default=3, help="past screenshots in the window (default 3)")
     agent.add_argument("--steps", type=int, default=6, help="timed steps; medians over those with a full window (default 6)")
     agent.add_argument("--new-tokens", type=int, default=8, help="tokens every method decodes per step (default 8)")
+    agent.add_argument("--preset", default=None, help="a real model's shape with random weights (qwen2.5-vl-7b); "
+                       "replaces --hidden/--layers/--kv-heads")
+    agent.add_argument("--preset-scale", choices=["full", "tiny"], default="full",
+                       help="full: the published shape (CUDA only); tiny: its structure at small widths (default full)")
     parser.set_defaults(func=run_bench_command)
 
 
@@ -381,6 +391,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         from catp_agent.harness.bench_agent import run_agent_bench_command
 
         return run_agent_bench_command(args)
+    if args.preset is not None:
+        print("catp-agent bench: --preset applies to --agent (whole agent steps); add --agent", file=sys.stderr)
+        return 2
     heads = max(1, args.hidden // 64)
     kv_heads = min(args.kv_heads, heads)
     cfg = BenchConfig(
@@ -388,7 +401,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         intermediate=int(round(2.75 * args.hidden)), images=args.images,
         image_size=tuple(args.image_size) if args.image_size is not None else BenchConfig().image_size,
         k_layer=args.k_layer, methods=tuple(args.methods), ratios=tuple(args.ratios), repeats=args.repeats,
-        dtype=args.dtype, threads=args.threads, seed=args.seed,
+        dtype=args.dtype, threads=args.threads, seed=args.seed, device=args.device,
     )
     return emit_result(run_benchmark(cfg, progress=not args.no_progress), args, format_table)
 

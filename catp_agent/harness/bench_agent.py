@@ -14,6 +14,11 @@ figures are medians over the steps whose window is full (step >= history).
 
     catp-agent bench --agent                                  # defaults: history 3, 6 steps, R = 0.778
     catp-agent bench --agent --methods none,catp,fastv --steps 5 --json --out runs/bench_agent.json
+    catp-agent bench --agent --preset qwen2.5-vl-7b --device cuda --dtype bf16   # the real 7B shape, on a GPU
+    catp-agent bench --agent --preset qwen2.5-vl-7b --preset-scale tiny          # its structure, small, on the CPU
+
+With ``--preset`` the model is the preset's (``catp_agent.harness.presets``: published decoder and
+vision-tower shapes, random weights) and ``--hidden`` / ``--layers`` / ``--kv-heads`` are ignored.
 """
 
 from __future__ import annotations
@@ -52,8 +57,22 @@ class AgentBenchConfig:
     ratio: float = 0.778
     threads: int | None = None
     seed: int = 0
+    preset: str | None = None
+    preset_scale: str = "full"
+    device: str = "cpu"
+    dtype: str = "fp32"
 
     def __post_init__(self) -> None:
+        from catp_agent.harness.bench import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.preset is not None:
+            from catp_agent.harness.presets import check_preset_device
+
+            check_preset_device(self.preset, self.preset_scale, self.device)
+        elif torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but torch {torch.__version__} sees no CUDA device here")
         for name in ("hidden", "layers", "kv_heads", "vision_hidden", "history", "new_tokens", "warmup_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -97,16 +116,22 @@ def run_agent_benchmark(cfg: AgentBenchConfig, progress: bool = True) -> dict:
     from transformers import Qwen2VLImageProcessorPil
 
     from catp_agent.agent.model_io import load_agent_model
+    from catp_agent.harness.bench import DTYPES
+    from catp_agent.harness.presets import build_preset_model, preset_summary
     from catp_agent.models.tiny import build_tiny_model
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    model, tok = build_tiny_model("qwen2_vl", seed=cfg.seed, hidden_size=cfg.hidden, num_layers=cfg.layers,
-                                  num_heads=cfg.hidden // 64, num_kv_heads=cfg.kv_heads,
-                                  intermediate_size=int(round(2.75 * cfg.hidden)), vision_hidden=cfg.vision_hidden)
+    dtype = DTYPES[cfg.dtype]
+    if cfg.preset is not None:
+        model, tok = build_preset_model(cfg.preset, cfg.preset_scale, device=cfg.device, dtype=dtype, seed=cfg.seed)
+    else:
+        model, tok = build_tiny_model("qwen2_vl", seed=cfg.seed, hidden_size=cfg.hidden, num_layers=cfg.layers,
+                                      num_heads=cfg.hidden // 64, num_kv_heads=cfg.kv_heads,
+                                      intermediate_size=int(round(2.75 * cfg.hidden)), vision_hidden=cfg.vision_hidden)
     pixels = cfg.image_size[0] * cfg.image_size[1]
     processor = Qwen2VLImageProcessorPil(size={"shortest_edge": min(pixels, 56 * 56), "longest_edge": pixels})
-    agent = load_agent_model(model, tokenizer=tok, image_processor=processor)
+    agent = load_agent_model(model, tokenizer=tok, image_processor=processor, device=cfg.device, dtype=dtype)
     policies = {m: _policy(cfg, agent, m) for m in cfg.methods}
     total = len(cfg.methods) * (cfg.warmup_steps + cfg.steps)
     bar = tqdm(total=total, desc="bench --agent", disable=not progress, file=sys.stderr)
@@ -152,8 +177,10 @@ def run_agent_benchmark(cfg: AgentBenchConfig, progress: bool = True) -> dict:
     }
     return {
         "config": asdict(cfg),
+        "model": preset_summary(model),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "transformers": transformers.__version__, "threads": torch.get_num_threads()},
+                        "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+                        "device": torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else "cpu"},
         "targets": {"ratio": cfg.ratio, "step_share": TARGET_STEP_SHARE, "kv_share": TARGET_KV_SHARE, "catp": targets},
         "results": rows,
     }
@@ -182,13 +209,18 @@ def format_agent_table(result: dict) -> str:
 
 def run_agent_bench_command(args: argparse.Namespace) -> int:
     """``catp-agent bench --agent``: build the config from the bench options, run, print."""
-    cfg = AgentBenchConfig(
-        hidden=args.hidden, layers=args.layers, kv_heads=min(args.kv_heads, max(1, args.hidden // 64)),
-        image_size=tuple(args.image_size) if args.image_size is not None else AGENT_IMAGE_SIZE,
-        history=args.history, steps=args.steps, new_tokens=args.new_tokens,
-        methods=tuple(args.methods), ratio=args.ratios[0] if len(args.ratios) == 1 else 0.778,
-        threads=args.threads, seed=args.seed,
-    )
+    try:
+        cfg = AgentBenchConfig(
+            hidden=args.hidden, layers=args.layers, kv_heads=min(args.kv_heads, max(1, args.hidden // 64)),
+            image_size=tuple(args.image_size) if args.image_size is not None else AGENT_IMAGE_SIZE,
+            history=args.history, steps=args.steps, new_tokens=args.new_tokens,
+            methods=tuple(args.methods), ratio=args.ratios[0] if len(args.ratios) == 1 else 0.778,
+            threads=args.threads, seed=args.seed, preset=args.preset, preset_scale=args.preset_scale,
+            device=args.device, dtype=args.dtype,
+        )
+    except ValueError as exc:  # refused in one line, e.g. a full-scale preset on the CPU
+        print(f"catp-agent bench --agent: {exc}", file=sys.stderr)
+        return 2
     from catp_agent.harness.bench import emit_result
 
     return emit_result(run_agent_benchmark(cfg, progress=not args.no_progress), args, format_agent_table)

@@ -162,8 +162,10 @@ class SelectionCache:
 
     @staticmethod
     def key(*parts: torch.Tensor | Hashable | None) -> bytes:
-        """A digest of tensors (dtype, shape and bytes) and plain values."""
-        digest = hashlib.blake2b(digest_size=20)
+        """A digest of tensors (dtype, shape and bytes) and plain values. SHA-256: with the CPU's
+        SHA instructions about twice as fast as BLAKE2b on a 5 MB screenshot's features, and the
+        agent hashes every screenshot in its window at every step."""
+        digest = hashlib.sha256()
         for part in parts:
             if isinstance(part, torch.Tensor):
                 t = part.detach().contiguous().cpu()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_float, check_int, check_matrix_vector, check_tensor, compute_dtype
+from .greedy_cpu import divprune_picks, facility_location_picks, single_threaded
 
 # Relative tolerance under which two greedy gains / distances count as tied (32 machine
 # epsilons of the compute dtype, relative to max(1, |best value|)): about the rounding error of
@@ -98,8 +99,7 @@ def _first_near_max(values: Tensor, available: Tensor) -> Tensor:
     only cover each other) can differ in the last bits after summation, and must still go to the
     lower index.
     """
-    neg_inf = torch.tensor(float("-inf"), dtype=values.dtype, device=values.device)
-    masked = torch.where(available, values, neg_inf)
+    masked = values.masked_fill(~available, float("-inf"))  # a scalar fill: no host-to-device copy
     top = masked.max(dim=-1, keepdim=True).values
     tol = TIE_RTOL[values.dtype] * torch.clamp(top.abs(), min=1.0)
     return torch.argmax((masked >= top - tol).to(torch.uint8), dim=-1)  # argmax returns the first maximum
@@ -119,6 +119,7 @@ def facility_location_greedy(
     text_vector: Tensor | None,
     keep: int,
     lambda_align: float = 0.7,
+    impl: str | None = None,
 ) -> Tensor:
     """Greedy maximiser of ``F(Y) = F_div(Y) + lambda_align * F_align(Y)`` (paper Eqs. 5-7).
 
@@ -126,9 +127,9 @@ def facility_location_greedy(
     ``F_div(empty) = 0``) and ``F_align(Y) = sum_{y in Y} s(y, v)``.
 
     Plain greedy's picks: each step adds the token with the largest marginal gain, ties broken
-    by the lower index (gains equal up to ``TIE_RTOL`` relative count as tied). The gains are
-    updated incrementally (see :func:`_greedy_batch`): ``O(n^2)`` memory for the similarity
-    matrix, and per step time proportional to the tokens whose coverage the pick improves.
+    by the lower index (gains equal up to ``TIE_RTOL`` relative count as tied). ``O(n^2)``
+    memory for the similarity matrix. On the CPU the gains are updated incrementally, per step
+    in time proportional to the tokens whose coverage the pick improves (see ``GREEDY_IMPLS``).
 
     Args:
         features: ``(n, dim)`` projector output of one image.
@@ -136,6 +137,7 @@ def facility_location_greedy(
             ``None`` for no alignment term.
         keep: number of tokens to keep, in ``[0, n]``.
         lambda_align: weight ``lambda_1`` of the alignment term, ``>= 0``.
+        impl: the loop, one of ``GREEDY_IMPLS`` (same picks); ``None``: the device's fastest.
 
     Returns:
         ``(keep,)`` LongTensor of kept indices, sorted ascending.
@@ -149,7 +151,8 @@ def facility_location_greedy(
     if trivial is not None:
         return trivial
 
-    return _greedy_batch(pairwise_similarity(features)[None], (lam * _alignment(features, text_vector))[None], keep)[0]
+    return _greedy_batch(pairwise_similarity(features)[None], (lam * _alignment(features, text_vector))[None], keep,
+                         impl)[0]
 
 
 def facility_location_greedy_many(
@@ -157,13 +160,15 @@ def facility_location_greedy_many(
     text_vectors: list[Tensor | None],
     keeps: list[int],
     lambda_align: float = 0.7,
+    impl: str | None = None,
 ) -> list[Tensor]:
     """:func:`facility_location_greedy` for several images at once, with the same results.
 
     Images with the same token count, keep count, dtype and device run as one batch: the greedy's
     ``keep`` steps are taken for all of them together, so the per-step overhead (a handful of
     small kernels, which dominates at a few hundred tokens) is paid once per group, not once per
-    image. Returns one ``(keep_i,)`` sorted LongTensor per image, in input order.
+    image. ``impl`` as in :func:`facility_location_greedy`. Returns one ``(keep_i,)`` sorted
+    LongTensor per image, in input order.
     """
     if not (len(features) == len(text_vectors) == len(keeps)):
         raise ValueError(f"features, text_vectors and keeps must have one entry per image, got "
@@ -183,7 +188,7 @@ def facility_location_greedy_many(
     for (_, keep, _, _), members in groups.items():
         sims = torch.stack([pairwise_similarity(features[i]) for i in members])
         bonus = torch.stack([lam * _alignment(features[i], text_vectors[i]) for i in members])
-        for i, kept in zip(members, _greedy_batch(sims, bonus, keep)):
+        for i, kept in zip(members, _greedy_batch(sims, bonus, keep, impl)):
             out[i] = kept
     return out  # type: ignore[return-value]
 
@@ -191,25 +196,58 @@ def facility_location_greedy_many(
 # Slack of the incremental float64 gains, relative to the largest column sum: bounds their
 # accumulated rounding (about steps * n * eps64 ~ 1e-10 relative at n = 2880).
 _INCREMENTAL_SLACK = 1e-9
-# From this many tokens per image the incremental greedy is used: below it, recomputing every
-# gain (a few large kernels per step) beats the incremental bookkeeping (a dozen small ones).
-# Measured on 1 thread of a busy 2-core machine, 4 images of 1024-dim features, R = 0.778
-# (best of 2): n = 144 recompute 31 ms / incremental 42 ms; n = 289 154 / 120; n = 576
-# 708 / 267; n = 1280 21.1 s / 1.6 s.
-INCREMENTAL_FROM_N = 256
+# The loops that compute the greedy, all with the same picks (tested against each other and
+# against brute force): ``numpy`` (:mod:`.greedy_cpu`, the incremental loop with about a
+# microsecond per operation instead of several), ``incremental`` (the same in torch, the
+# reference) and ``recompute`` (every gain recomputed each step: O(n^2) work per step, but a
+# fixed chain of kernels that never waits for the device, so the loop for CUDA).
+GREEDY_IMPLS = ("numpy", "incremental", "recompute")
+# CUDA only, opt-in until measured: the recompute loop captured as one CUDA graph (.greedy_cuda).
+CUDA_GREEDY_IMPLS = ("recompute_graph",)
+_GRAPHED: object | None = None  # the captured loops by shape, made on first use
 
 
-def _greedy_batch(sim: Tensor, align_bonus: Tensor, keep: int) -> list[Tensor]:
+def greedy_impl_for(device: torch.device) -> str:
+    """The loop :func:`facility_location_greedy` uses on ``device``: ``numpy`` on the CPU,
+    ``recompute`` elsewhere (the incremental loops read back which tokens changed every step,
+    a host-device round trip per pick on a GPU)."""
+    return "numpy" if torch.device(device).type == "cpu" else "recompute"
+
+
+def _greedy_batch(sim: Tensor, align_bonus: Tensor, keep: int, impl: str | None = None) -> list[Tensor]:
     """The facility-location greedy on ``B`` images at once: ``sim`` ``(B, n, n)`` similarities,
     ``align_bonus`` ``(B, n)`` = lambda * s(j, v), ``0 < keep < n``. Returns B sorted index tensors.
 
-    Two implementations with the same picks (tested against each other and against brute
-    force): :func:`_greedy_recompute` for small images, :func:`_greedy_incremental` from
-    ``INCREMENTAL_FROM_N`` tokens on. Ties (gains equal up to ``TIE_RTOL`` of the input dtype)
-    go to the lower index, per image."""
+    ``impl`` names the loop (one of ``GREEDY_IMPLS``; ``None``: :func:`greedy_impl_for` the
+    device). Ties (gains equal up to ``TIE_RTOL`` of the input dtype) go to the lower index,
+    per image."""
     sim = (sim + sim.transpose(1, 2)) / 2  # bitwise symmetric, so symmetric ties stay exact
-    impl = _greedy_incremental if sim.shape[1] >= INCREMENTAL_FROM_N else _greedy_recompute
-    picks = impl(sim, align_bonus, keep)
+    impl = greedy_impl_for(sim.device) if impl is None else impl
+    if impl == "numpy" and sim.device.type != "cpu":
+        raise ValueError(f"the numpy greedy needs CPU tensors, got device {sim.device}: pass impl=None or 'recompute'")
+    if sim.device.type == "cpu":
+        with single_threaded():
+            return _greedy_loop(sim, align_bonus, keep, impl)
+    return _greedy_loop(sim, align_bonus, keep, impl)
+
+
+def _greedy_loop(sim: Tensor, align_bonus: Tensor, keep: int, impl: str) -> list[Tensor]:
+    """:func:`_greedy_batch` after the symmetrisation: the loop named ``impl``."""
+    if impl == "numpy":
+        picks = facility_location_picks(sim, align_bonus, keep, TIE_RTOL[sim.dtype], _INCREMENTAL_SLACK, _first_near_max)
+    elif impl == "incremental":
+        picks = _greedy_incremental(sim, align_bonus, keep)
+    elif impl == "recompute":
+        picks = _greedy_recompute(sim, align_bonus, keep)
+    elif impl == "recompute_graph":
+        global _GRAPHED
+        if _GRAPHED is None:
+            from .greedy_cuda import GraphedGreedy
+
+            _GRAPHED = GraphedGreedy(_greedy_recompute)
+        picks = _GRAPHED(sim, align_bonus, keep)
+    else:
+        raise ValueError(f"greedy impl must be one of {GREEDY_IMPLS + CUDA_GREEDY_IMPLS}, got {impl!r}")
     return list(torch.sort(picks, dim=1).values.unbind(0))
 
 
@@ -227,7 +265,7 @@ def _greedy_recompute(sim: Tensor, align_bonus: Tensor, keep: int) -> Tensor:
         torch.sub(sim, best[:, :, None], out=buffer).clamp_(min=0.0)
         j = _first_near_max(buffer.sum(dim=1) + align_bonus, available)
         chosen.append(j)
-        available[rows, j] = False
+        available.scatter_(1, j[:, None], False)  # scatter, not index_put: no copy, no wait on CUDA
         best = torch.maximum(best, sim[rows, j])  # row p = column p: sim is symmetric
     return torch.stack(chosen, dim=1)
 
@@ -296,7 +334,7 @@ def facility_location_objective(
     return float(f_div + lam * f_align)
 
 
-def divprune_select(features: Tensor, keep: int) -> Tensor:
+def divprune_select(features: Tensor, keep: int, impl: str | None = None) -> Tensor:
     """DivPrune baseline: greedy max-min diversity selection of one image's tokens.
 
     Distance is ``d(a, b) = 1 - cos(a, b)``. The first pick is the token whose minimum distance
@@ -307,6 +345,8 @@ def divprune_select(features: Tensor, keep: int) -> Tensor:
     Args:
         features: ``(n, dim)`` projector output of one image.
         keep: number of tokens to keep, in ``[0, n]``.
+        impl: the loop after the first pick, ``numpy`` (CPU only) or ``torch`` (same picks);
+            ``None``: ``numpy`` on the CPU, ``torch`` elsewhere.
 
     Returns:
         ``(keep,)`` LongTensor of kept indices, sorted ascending.
@@ -315,6 +355,11 @@ def divprune_select(features: Tensor, keep: int) -> Tensor:
     n = features.shape[0]
     check_int("keep", keep, 0, n)
     device = features.device
+    impl = ("numpy" if device.type == "cpu" else "torch") if impl is None else impl
+    if impl not in ("numpy", "torch"):
+        raise ValueError(f"divprune impl must be 'numpy' or 'torch', got {impl!r}")
+    if impl == "numpy" and device.type != "cpu":
+        raise ValueError(f"the numpy divprune loop needs CPU tensors, got device {device}: pass impl=None or 'torch'")
     trivial = _all_or_none(n, keep, device)
     if trivial is not None:
         return trivial
@@ -324,20 +369,32 @@ def divprune_select(features: Tensor, keep: int) -> Tensor:
     dist = 1.0 - (cos + cos.T) / 2  # bitwise symmetric
     available = torch.ones(n, dtype=torch.bool, device=device)
     if n > 1:
-        inf = torch.tensor(float("inf"), dtype=dist.dtype, device=device)
-        off_diag = dist.masked_fill(torch.eye(n, dtype=torch.bool, device=device), inf)
+        off_diag = dist.masked_fill(torch.eye(n, dtype=torch.bool, device=device), float("inf"))
         first = _first_near_max(off_diag.min(dim=1).values, available)
     else:
         first = torch.tensor(0, device=device)
-    chosen = [first]
-    available[first] = False
-    min_dist = dist[first].clone()
+    if device.type == "cpu":
+        with single_threaded():
+            return _divprune_loop(dist, first, keep, impl)
+    return _divprune_loop(dist, first, keep, impl)
+
+
+def _divprune_loop(dist: Tensor, first: Tensor, keep: int, impl: str) -> Tensor:
+    """DivPrune's picks after the first, sorted: the loop named ``impl`` (``numpy`` / ``torch``)."""
+    available = torch.ones(dist.shape[0], dtype=torch.bool, device=dist.device)
+    if impl == "numpy":
+        return torch.sort(divprune_picks(dist, int(first), keep, TIE_RTOL[dist.dtype])).values
+    # index_fill_ / index_select with 1-element index tensors: indexing with a 0-d tensor would
+    # read it back to the host (a wait per step on CUDA)
+    chosen = [first.reshape(1)]
+    available.index_fill_(0, chosen[0], False)
+    min_dist = dist.index_select(0, chosen[0])[0]
     for _ in range(keep - 1):
-        j = _first_near_max(min_dist, available)
+        j = _first_near_max(min_dist, available).reshape(1)
         chosen.append(j)
-        available[j] = False
-        min_dist = torch.minimum(min_dist, dist[j])
-    return torch.sort(torch.stack(chosen)).values
+        available.index_fill_(0, j, False)
+        min_dist = torch.minimum(min_dist, dist.index_select(0, j)[0])
+    return torch.sort(torch.cat(chosen)).values
 
 
 def random_select(n: int, keep: int, generator: torch.Generator) -> Tensor:

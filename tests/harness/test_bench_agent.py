@@ -50,3 +50,50 @@ def test_bad_agent_options_are_named() -> None:
         AgentBenchConfig(history=3, steps=3)
     with pytest.raises(ValueError, match="methods must include none"):
         AgentBenchConfig(methods=("catp",))
+
+
+PRESET_TINY = ["bench", "--agent", "--preset", "qwen2.5-vl-7b", "--preset-scale", "tiny", "--image-size", "112x140",
+               "--history", "1", "--steps", "2", "--new-tokens", "2", "--methods", "none,catp,divprune",
+               "--ratios", "0.778", "--threads", "1", "--no-progress", "--json"]
+
+
+def test_preset_at_tiny_scale_runs_the_qwen25_vl_structure_through_the_agent_step() -> None:
+    """The 7B preset's path (Qwen2.5-VL with windowed vision blocks, GQA 7:1, M-RoPE) at small
+    widths: every method plays, budgets are met, and the JSON says which shape ran."""
+    from catp_agent.pruning import keep_count
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(PRESET_TINY) == 0
+    result = json.loads(buffer.getvalue())
+    shape = result["model"]
+    assert shape["text"]["num_attention_heads"] == 7 and shape["text"]["num_key_value_heads"] == 1
+    assert shape["vision"]["fullatt_block_indexes"] == [1, 3] and shape["vision"]["window_size"] == 112
+    rows = {r["method"]: r for r in result["results"]}
+    assert rows["none"]["image_tokens_in"] == 2 * 20
+    for method in ("catp", "divprune"):
+        assert rows[method]["kept_final"] == keep_count(40, 0.778)
+        assert rows[method]["kv_cache_bytes"] < rows["none"]["kv_cache_bytes"]
+    assert result["config"]["preset"] == "qwen2.5-vl-7b" and result["environment"]["device"] == "cpu"
+
+
+def test_full_scale_preset_is_refused_on_the_cpu_in_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--agent", "--preset", "qwen2.5-vl-7b", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a CUDA device" in err and "--preset-scale tiny" in err
+    assert main(["bench", "--preset", "qwen2.5-vl-7b"]) == 2  # the prefill bench has no preset
+    assert "add --agent" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown preset 'qwen9'"):
+        AgentBenchConfig(preset="qwen9")
+
+
+def test_gpu_check_script_parses_and_names_a_bad_option() -> None:
+    """scripts/gpu_check.sh (run in full with --dry on a CPU, see docs/benchmarks.md): valid bash,
+    and an unknown option is refused by name before anything runs."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    bad = subprocess.run(["bash", str(script), "--fast"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --fast" in bad.stderr

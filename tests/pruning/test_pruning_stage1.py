@@ -363,9 +363,63 @@ def test_incremental_greedy_equals_recomputing_greedy_at_realistic_sizes(kind: s
     sim = torch.stack([pairwise_similarity(x) for x in xs])
     sim = (sim + sim.transpose(1, 2)) / 2
     bonus = torch.stack([0.7 * similarity_to_vector(x, v) for x in xs])
-    assert n >= stage1.INCREMENTAL_FROM_N  # facility_location_greedy takes the incremental path here
     for keep in (1, 60, 200):
-        inc = stage1._greedy_incremental(sim, bonus, keep).sort(dim=1).values
-        rec = stage1._greedy_recompute(sim, bonus, keep).sort(dim=1).values
-        assert torch.equal(inc, rec), keep
+        picks = {impl: torch.stack(stage1._greedy_batch(sim, bonus, keep, impl)) for impl in stage1.GREEDY_IMPLS}
+        assert torch.equal(picks["incremental"], picks["recompute"]), keep
+        assert torch.equal(picks["numpy"], picks["recompute"]), keep
     assert facility_location_greedy(xs[0], v, 60, 0.7).tolist() == _recomputing_greedy(xs[0], v, 60, 0.7)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_greedy_loop_picks_what_brute_force_picks_with_ties_and_duplicates(seed: int) -> None:
+    """All loops (the CPU default ``numpy``, the torch reference ``incremental`` and
+    ``recompute``, the CUDA default) on the same small batches: duplicates, exactly tied
+    symmetric pairs, constant images and random ones, with and without alignment."""
+    from catp_agent.pruning import stage1
+
+    g = torch.Generator().manual_seed(100 + seed)
+    n, dim = int(torch.randint(3, 9, (1,), generator=g)), 4
+    base = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    images = [base,
+              base[torch.randint(0, 2, (n,), generator=g)],  # two distinct tokens, many copies
+              torch.ones(n, dim, dtype=torch.float64),  # every gain tied
+              torch.cat([torch.eye(2, dim, dtype=torch.float64), base[2:]])]  # a symmetric pair
+    v = torch.randn(dim, generator=g, dtype=torch.float64) if seed % 2 else None
+    for keep in range(1, n):
+        expected = [brute_force_greedy(x, v, keep, 0.7) for x in images]
+        for impl in stage1.GREEDY_IMPLS:
+            got = facility_location_greedy_many(images, [v] * len(images), [keep] * len(images), 0.7, impl=impl)
+            assert [t.tolist() for t in got] == expected, (impl, keep)
+
+
+def test_numpy_greedy_equals_torch_reference_at_agent_scale() -> None:
+    """Screenshot-sized images (float32, 1024 tokens, clustered features), the CPU default loop
+    against the torch incremental reference, at the keep count of R = 0.778."""
+    g = torch.Generator().manual_seed(3)
+    centres = torch.randn(40, 32, generator=g)
+    xs = [centres[torch.randint(0, 40, (1024,), generator=g)] + 0.3 * torch.randn(1024, 32, generator=g)
+          for _ in range(2)]
+    v = torch.randn(32, generator=g)
+    keep = keep_count(1024, 0.778 / 2)
+    new = facility_location_greedy_many(xs, [v, None], [keep, keep])
+    ref = facility_location_greedy_many(xs, [v, None], [keep, keep], impl="incremental")
+    assert all(torch.equal(a, b) for a, b in zip(new, ref))
+    with pytest.raises(ValueError, match="greedy impl must be one of"):
+        facility_location_greedy_many(xs, [v, None], [keep, keep], impl="lazy")
+    with pytest.raises(ValueError, match="graphed greedy needs CUDA tensors"):
+        facility_location_greedy_many(xs, [v, None], [keep, keep], impl="recompute_graph")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "duplicates", "constant"])
+def test_divprune_numpy_loop_equals_torch_loop(kind: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    if kind == "gaussian":
+        x = torch.randn(300, 32, generator=g)
+    elif kind == "duplicates":
+        x = torch.randn(20, 32, generator=g)[torch.randint(0, 20, (300,), generator=g)]
+    else:
+        x = torch.ones(300, 32)
+    for keep in (1, 2, 67, 299):
+        assert torch.equal(divprune_select(x, keep, impl="numpy"), divprune_select(x, keep, impl="torch")), keep
+    with pytest.raises(ValueError, match="'numpy' or 'torch'"):
+        divprune_select(x, 3, impl="fast")
