@@ -21,6 +21,7 @@ from catp_agent.methods import MethodConfig, PruningConfig, SelectionCache
 from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache
 from catp_agent.agent.dialects import Dialect, Frame, default_dialect, get_dialect
 from catp_agent.agent.model_io import AgentModel, load_agent_model
+from catp_agent.agent.vision_cache import model_image_inputs
 from catp_agent.agent.pointer import POINTER_ACTIONS, patch_point
 from catp_agent.agent.report import StepReport, build_step_report
 from catp_agent.models.families import adapter_for
@@ -130,7 +131,7 @@ class VLMPolicy:
         text = expand_image_tokens(text, self.agent.image_token, counts)
         enc = self.agent.tokenizer([text], return_tensors="pt")
         inputs: dict[str, Any] = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device),
-                                  "mm_encoder_outputs": {"image": features}}
+                                  **model_image_inputs(features, per_image)}
         extra = family.extra_inputs(enc["input_ids"], per_image, self._image_token_id)
         inputs.update({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extra.items()})
         grids = [self.vision.grid(i) for i in ids]
