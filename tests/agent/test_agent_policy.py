@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,8 @@ from catp_agent.agent import parse_action_text
 from catp_agent.agent.model_io import load_agent_model
 from catp_agent.models.tiny import build_tiny_model
 from policies import make_policy
+
+pytestmark = pytest.mark.compat  # CI runs it on the oldest supported versions too (the agent step)
 
 
 def tiny_agent():

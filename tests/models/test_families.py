@@ -11,8 +11,8 @@ from torch import nn
 from transformers import LlavaForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from catp_agent.agent.vision_cache import PRECOMPUTED_FEATURES, model_image_inputs
 from catp_agent import PruningConfig, prune
+from catp_agent.agent.vision_cache import PRECOMPUTED_FEATURES, model_image_inputs
 from catp_agent.models import tiny
 from catp_agent.models.families import (
     ModelAdapter,
@@ -28,6 +28,8 @@ from catp_agent.models.families import (
 from catp_agent.models.families.llava import LLAVA_TEMPLATE, LLAVA_TOKENS, LlavaFamily
 from catp_agent.pruning import keep_count
 from catp_agent.pruning.spans import expand_image_tokens
+
+pytestmark = pytest.mark.compat  # CI runs it on the oldest supported versions too (the pruning core on every family)
 
 BUILT_INS = ("qwen2_vl", "qwen2_5_vl", "llava", "llava_next")
 REGISTERED = family_names()  # every family registered when the tests are collected
