@@ -275,7 +275,7 @@ class EvalConfig:
     def _loading_identity(self) -> dict[str, Any]:
         """dtype, attn, dialect, pointer when any differs from the default (so folders written
         before these options existed still resume); the device may change between runs."""
-        mine, default = (dataclasses.asdict(dataclasses.replace(x, device="auto"))
+        mine, default = ({k: v for k, v in dataclasses.asdict(x).items() if k != "device"}
                          for x in (self.loading, ModelLoading()))
         return {} if mine == default else {"loading": mine}
 
