@@ -229,15 +229,17 @@ class ModelLoading:
     dialect: str | None = None
     pointer: bool = True
 
-    def __post_init__(self) -> None:
-        from catp_agent.agent.model_io import ATTN, DEVICES, DTYPES
+    DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # as catp_agent.agent.model_io has them (tested),
+    DTYPES = ("bf16", "fp16", "fp32")               # without importing torch here
+    ATTN = ("sdpa", "flash_attention_2")
 
+    def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.dtype not in ("auto", *DTYPES):
-            raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.attn not in ATTN:
-            raise ValueError(f"attn must be one of {', '.join(ATTN)}, got {self.attn!r}")
+            raise ValueError(f"device must be one of {', '.join(self.DEVICES)}, got {self.device!r}")
+        if self.dtype not in ("auto", *self.DTYPES):
+            raise ValueError(f"dtype must be one of auto, {', '.join(self.DTYPES)}, got {self.dtype!r}")
+        if self.attn not in self.ATTN:
+            raise ValueError(f"attn must be one of {', '.join(self.ATTN)}, got {self.attn!r}")
         if self.dialect is not None:
             from catp_agent.agent.dialects import get_dialect
 

@@ -31,6 +31,13 @@ def test_bad_loading_options_name_the_value(kw, message):
         ModelLoading(**kw)
 
 
+def test_the_names_are_the_loaders_own():
+    from catp_agent.agent import model_io
+
+    assert ModelLoading.DEVICES == model_io.DEVICES and ModelLoading.ATTN == model_io.ATTN
+    assert ModelLoading.DTYPES == tuple(model_io.DTYPES)
+
+
 def test_cuda_is_checked_where_the_model_loads_not_in_the_config():
     """A driver without a GPU can send ``cuda`` to workers that have one."""
     assert ModelLoading(device="cuda:1").device == "cuda:1"
