@@ -3,13 +3,13 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup.sh | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt scripts/setup.sh | cksum | cut -d' ' -f1)
 
 .PHONY: setup run test bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
 	PY=$(PY) VENV=$(VENV) bash scripts/setup.sh
 	@rm -f $(VENV)/.installed-*
 	@touch $@

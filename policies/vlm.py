@@ -9,6 +9,7 @@ environment reports it invalid: the policy never crashes on model output.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from catp_agent.methods import MethodConfig, PruningConfig, SelectionCache
 from catp_agent.agent import HistoryWindow, TemporalSignals, VisionFeatureCache
 from catp_agent.agent.dialects import Dialect, Frame, default_dialect, get_dialect
 from catp_agent.agent.model_io import AgentModel, load_agent_model
+from catp_agent.agent.vision_cache import model_image_inputs
 from catp_agent.agent.pointer import POINTER_ACTIONS, patch_point
 from catp_agent.agent.report import StepReport, build_step_report
 from catp_agent.models.families import adapter_for
@@ -47,7 +49,8 @@ class VLMPolicy:
     with the text the dialect puts next to it (``Dialect.paired_text``) unless the config sets
     ``paired_text`` to something other than its default. A pointer head saved beside the
     checkpoint (``catp_agent.agent.pointer``) gives the (x, y) of every click the model writes,
-    chosen among the current screenshot's tokens that pruning kept."""
+    chosen among the current screenshot's tokens that pruning kept; ``pointer=False`` runs the
+    model without it (its clicks are its own coordinates)."""
 
     name = "vlm"
 
@@ -55,13 +58,17 @@ class VLMPolicy:
                  max_new_tokens: int = 24, fidelity: bool = False, tokenizer: Any = None,
                  image_processor: Any = None, seed: int = 0, action_help: bool = False,
                  reuse_selections: bool = True, min_new_tokens: int = 0, dialect: str | Dialect | None = None,
-                 device: str = "auto", dtype: str | torch.dtype = "auto", attn: str = "sdpa", **_: Any) -> None:
+                 device: str = "auto", dtype: str | torch.dtype = "auto", attn: str = "sdpa", pointer: bool = True,
+                 **_: Any) -> None:
         if not isinstance(pruning, MethodConfig):
             raise TypeError(f"pruning must be a pruning config (PruningConfig(method=...)), got {type(pruning).__name__}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.agent = (model if isinstance(model, AgentModel)
-                      else load_agent_model(model, tokenizer, image_processor, dtype=dtype, device=device, attn=attn))
+                      else load_agent_model(model, tokenizer, image_processor, dtype=dtype, device=device, attn=attn,
+                                            pointer_head=pointer))
+        if not pointer and self.agent.pointer is not None:  # a shared AgentModel stays as it is
+            self.agent = dataclasses.replace(self.agent, pointer=None)
         self.dialect = get_dialect(dialect or self.agent.dialect
                                    or default_dialect(str(getattr(self.agent.model.config, "model_type", "")),
                                                       self.agent.source))
@@ -123,7 +130,7 @@ class VLMPolicy:
         text = expand_image_tokens(text, self.agent.image_token, counts)
         enc = self.agent.tokenizer([text], return_tensors="pt")
         inputs: dict[str, Any] = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device),
-                                  "mm_encoder_outputs": {"image": features}}
+                                  **model_image_inputs(features, per_image)}
         extra = family.extra_inputs(enc["input_ids"], per_image, self._image_token_id)
         inputs.update({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extra.items()})
         grids = [self.vision.grid(i) for i in ids]

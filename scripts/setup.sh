@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup: virtual environment, the project with its pinned dependencies, and the
+# Idempotent setup: virtual environment, the project with its pinned dependencies (constraints.txt), and the
 # system Chromium that the web environments drive. Fast when everything is already there.
 set -euo pipefail
 PY=${PY:-python3}
@@ -10,11 +10,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
-# torch first and exactly pinned: 2.13.0 resolves to a local CPU wheel; anything looser pulls CUDA.
-$PIP install -q "torch==2.13.0"
-$PIP install -q -e ".[test]"
+# Every package at the exact version in constraints.txt (pyproject.toml declares the ranges).
+# torch first: its pin, 2.13.0, resolves to a local CPU wheel; anything looser pulls CUDA.
+$PIP install -q -c constraints.txt torch
+$PIP install -q -c constraints.txt -e ".[test]"
 # MiniWoB++ task pages. --no-deps: we drive them with Playwright and need none of selenium.
-$PIP install -q --no-deps "miniwob==1.1.0"
+$PIP install -q -c constraints.txt --no-deps miniwob
 
 if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   echo "setup: installing the system Chromium (apt-get install chromium)"

@@ -110,13 +110,14 @@ def _is_hub_id(text: str) -> bool:
 
 def load_agent_model(model: str | Path | nn.Module | None = None, tokenizer: Any = None,
                      image_processor: Any = None, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto",
-                     attn: str = "sdpa", pointer: Any = None) -> AgentModel:
+                     attn: str = "sdpa", pointer: Any = None, pointer_head: bool = True) -> AgentModel:
     """``model``: a checkpoint folder or hub id (``from_pretrained``; a hub id downloads where the
     hub can be reached), a model object (then pass its ``tokenizer`` and ``image_processor``; it
     is moved to ``device``/``dtype`` only when they are given explicitly), or None for the bundled
     default model (a tiny random-weight Qwen2-VL when no trained default ships with this copy).
     A pointer head saved beside a checkpoint folder (``pointer_head.safetensors``) is loaded with
-    it; ``pointer`` passes one for a model object (or overrides the folder's)."""
+    it; ``pointer`` passes one for a model object (or overrides the folder's); ``pointer_head=False``
+    leaves the folder's head out (clicks are read from the model's own coordinates)."""
     attn = check_attn(attn)
     if isinstance(model, nn.Module):
         family = family_for(model)
@@ -165,7 +166,7 @@ def load_agent_model(model: str | Path | nn.Module | None = None, tokenizer: Any
     tok = AutoTokenizer.from_pretrained(source)
     if tok.chat_template is None:
         tok.chat_template = family.chat_template
-    if pointer is None and source == str(path):
+    if pointer is None and pointer_head and source == str(path):
         from catp_agent.agent.pointer import load_pointer_head
 
         pointer = load_pointer_head(path)

@@ -1,14 +1,38 @@
-"""Each screenshot goes through the vision encoder once and is reused while it is in the window."""
+"""Each screenshot goes through the vision encoder once and is reused while it is in the window.
+
+The model takes the reused features as ``mm_encoder_outputs``, which transformers has since 5.18
+(:data:`PRECOMPUTED_FEATURES`). With 5.17 (the oldest supported) :func:`model_image_inputs`
+gives the screenshots' processor outputs instead, and the model encodes them again in each
+forward: the same result, without the reuse's saving.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import transformers
+from packaging.version import Version
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from catp_agent.engine import synced_clock
 from catp_agent.models.families import family_for
+
+
+PRECOMPUTED_FEATURES = Version(transformers.__version__).release >= (5, 18)
+"""Whether this transformers takes precomputed image features (``mm_encoder_outputs``, 5.18+)."""
+
+
+def model_image_inputs(features: BaseModelOutputWithPooling, per_image: Sequence[Mapping[str, torch.Tensor]],
+                       precomputed: bool = PRECOMPUTED_FEATURES) -> dict[str, Any]:
+    """The image inputs of a forward over these screenshots: their reused ``features`` as
+    ``mm_encoder_outputs`` (transformers 5.18+), else their vision inputs (``per_image``, each
+    ``ModelFamily.vision_inputs``) concatenated along the batch axis, for the model to encode."""
+    if precomputed:
+        return {"mm_encoder_outputs": {"image": features}}
+    return {key: torch.cat([inputs[key] for inputs in per_image]) for key in per_image[0]} if per_image else {}
 
 
 @dataclass

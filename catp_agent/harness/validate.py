@@ -22,10 +22,12 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ModelLoading",
     "check_model_folder",
     "check_out_dir",
     "check_policy",
@@ -187,12 +189,12 @@ def _check_safetensors(text: str, file: Path) -> None:
 
 
 def load_model(model: str | None, device: str = "auto", dtype: str = "auto", attn: str = "sdpa",
-               dialect: str | None = None) -> Any:
+               dialect: str | None = None, pointer: bool = True) -> Any:
     """Load the agent model (:func:`catp_agent.agent.model_io.load_agent_model`) once, up front,
     on ``device`` in ``dtype`` with attention ``attn``; ``dialect`` (a registered action dialect,
     None: the model's default) is recorded on it for the policy. Bad options and any loading
     error (corrupt weights, missing tokenizer, a hub id that cannot be had) become a one-line
-    ``ValueError``."""
+    ``ValueError``. ``pointer=False`` leaves a pointer head saved beside the checkpoint out."""
     from catp_agent.agent.dialects import get_dialect
     from catp_agent.agent.model_io import check_attn, load_agent_model, resolve_device, resolve_dtype
 
@@ -204,11 +206,58 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto", att
     except ValueError as exc:
         raise ValueError(one_line(exc).removeprefix("ValueError: ")) from None
     try:
-        agent = load_agent_model(model, device=device, dtype=dtype, attn=attn)
+        agent = load_agent_model(model, device=device, dtype=dtype, attn=attn, pointer_head=pointer)
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported as one line, exit 2
         raise ValueError(f"--model {_cut(str(model))!r} could not be loaded: {one_line(exc)}") from None
     agent.dialect = dialect
     return agent
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """How the vlm policy's model is loaded, prompted and read (``--device``, ``--dtype``,
+    ``--attn``, ``--dialect``, ``--no-pointer``), as it travels to worker processes and Ray actors.
+
+    Checked here only for form: whether ``cuda`` exists (and ``flash_attn`` for
+    ``flash_attention_2``) is for the process that loads the model to say, which on a cluster is
+    a worker holding the GPUs Ray gave it, not the driver. There ``cuda`` is the first of them.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "sdpa"
+    dialect: str | None = None
+    pointer: bool = True
+
+    DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # as catp_agent.agent.model_io has them (tested),
+    DTYPES = ("bf16", "fp16", "fp32")               # without importing torch here
+    ATTN = ("sdpa", "flash_attention_2")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be one of {', '.join(self.DEVICES)}, got {self.device!r}")
+        if self.dtype not in ("auto", *self.DTYPES):
+            raise ValueError(f"dtype must be one of auto, {', '.join(self.DTYPES)}, got {self.dtype!r}")
+        if self.attn not in self.ATTN:
+            raise ValueError(f"attn must be one of {', '.join(self.ATTN)}, got {self.attn!r}")
+        if self.dialect is not None:
+            from catp_agent.agent.dialects import get_dialect
+
+            try:
+                get_dialect(self.dialect)
+            except ValueError as exc:
+                raise ValueError(one_line(exc).removeprefix("ValueError: ")) from None
+        if not isinstance(self.pointer, bool):
+            raise ValueError(f"pointer must be True or False, got {self.pointer!r}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == ModelLoading()
+
+    def load(self, model: str | None, device: str | None = None) -> Any:
+        """:func:`load_model` with these options (``device`` overrides this one's)."""
+        return load_model(model, device=device or self.device, dtype=self.dtype, attn=self.attn,
+                          dialect=self.dialect, pointer=self.pointer)
 
 
 def check_pruning_on_model(configs: Iterable[Any], agent: Any) -> None:

@@ -19,6 +19,8 @@ from catp_agent.models.families import get_family
 from catp_agent.models.tiny import build_tiny_model
 from catp_agent.pruning import keep_count
 
+pytestmark = pytest.mark.compat  # CI runs it on the oldest supported versions too (checkpoints, and browser episodes through the CLI)
+
 CLI = [sys.executable, "-m", "catp_agent.harness.cli"]
 
 

@@ -3,6 +3,8 @@ checkpoint, and VLMPolicy clicking through it, unpruned and under pruning (only 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,24 @@ def test_act_reports_the_pointed_token(tmp_path):
         assert report.pointer_token in report.kept_map.kept
     else:
         assert report.pointer_token is None
+
+
+def test_no_pointer_runs_a_folder_without_its_head(tmp_path):
+    """``--no-pointer`` (``pointer=False``): the folder's head is not loaded, and a policy given
+    an AgentModel with a head runs without it while the shared model keeps it."""
+    from test_checkpoints import save_tiny_checkpoint
+
+    from catp_agent.harness import validate
+
+    folder = save_tiny_checkpoint("qwen2_vl", tmp_path / "ckpt")
+    hidden = json.loads((folder / "config.json").read_text())["text_config"]["hidden_size"]
+    save_pointer_head(PointerHead(PointerConfig(hidden_size=hidden, dim=16)), folder)
+    with_head = validate.load_model(str(folder), device="cpu")
+    assert with_head.pointer is not None
+    assert validate.load_model(str(folder), device="cpu", pointer=False).pointer is None
+    policy = make_policy("vlm", model=with_head, pointer=False, history=1, max_new_tokens=3)
+    assert policy.agent.pointer is None and with_head.pointer is not None
+    policy.reset()
+    policy.act({"screenshot": _screens(1)[0], "instruction": "go"}, {})
+    assert policy.last_report.pointer_token is None
+    assert make_policy("vlm", model=with_head, history=1).agent.pointer is with_head.pointer

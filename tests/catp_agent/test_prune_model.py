@@ -9,6 +9,8 @@ from catp_agent import PruningConfig, prune
 from catp_agent.methods import METHODS, config_fields
 from catp_agent.pruning import keep_count
 
+pytestmark = pytest.mark.compat  # CI runs it on the oldest supported versions too (the pruning core on every family)
+
 K_LAYER = 2  # the tiny models have 6 decoder layers
 
 PRUNING_METHODS = [m for m in METHODS if m != "none"]

@@ -124,6 +124,17 @@ def test_seeded_start_and_scale(env: gymnasium.Env) -> None:
     assert a["url"].startswith("file://")
 
 
+def test_the_committed_report_shows_todays_seed_0(env: gymnasium.Env) -> None:
+    """envs/miniwob_report.md is regenerated when seeding changes (`python -m envs miniwob-report`)."""
+    from envs.miniwob_report import REPORT_PATH
+
+    task = env.unwrapped.spec.id.removeprefix("catp/miniwob.").removesuffix("-v0")
+    rows = {cells[1].strip(): cells[5].strip() for line in REPORT_PATH.read_text().splitlines()
+            if len(cells := line.split("|")) > 6}
+    obs, _ = env.reset(seed=0)
+    assert rows[task] == obs["instruction"].replace("|", "/")[:70].strip(), "rerun python -m envs miniwob-report"
+
+
 def test_scale_is_configurable() -> None:
     env = gymnasium.make("catp/miniwob.click-test-v0", device_scale_factor=3.0)
     try:

@@ -12,6 +12,7 @@ from transformers import LlavaForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from catp_agent import PruningConfig, prune
+from catp_agent.agent.vision_cache import PRECOMPUTED_FEATURES, model_image_inputs
 from catp_agent.models import tiny
 from catp_agent.models.families import (
     ModelAdapter,
@@ -27,6 +28,8 @@ from catp_agent.models.families import (
 from catp_agent.models.families.llava import LLAVA_TEMPLATE, LLAVA_TOKENS, LlavaFamily
 from catp_agent.pruning import keep_count
 from catp_agent.pruning.spans import expand_image_tokens
+
+pytestmark = pytest.mark.compat  # CI runs it on the oldest supported versions too (the pruning core on every family)
 
 BUILT_INS = ("qwen2_vl", "qwen2_5_vl", "llava", "llava_next")
 REGISTERED = family_names()  # every family registered when the tests are collected
@@ -110,6 +113,7 @@ def test_image_grid_of_the_tiny_processor_output(name):
     assert rows * cols == n_tokens
 
 
+@pytest.mark.skipif(not PRECOMPUTED_FEATURES, reason="transformers < 5.18 takes no mm_encoder_outputs")
 @pytest.mark.parametrize("name", REGISTERED)
 def test_precomputed_features_with_extra_inputs_give_the_processor_forward(name):
     family, model, tok, processor = built(name)
@@ -209,3 +213,17 @@ def test_without_its_family_a_subclass_falls_back_to_its_base_family(renamed_fam
         assert family_for(model) is get_family("llava")  # falls back to the base class's family
     finally:
         register_family(renamed_family)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_the_inputs_without_precomputed_features_give_the_processor_forward(name):
+    """The path for transformers 5.17 (no mm_encoder_outputs): the screenshots' vision inputs,
+    concatenated, with the family's extra inputs; the same logits as the processor's own inputs."""
+    family, model, tok, processor = built(name)
+    inputs, per_image = precomputed_inputs(family, model, tok, processor)
+    del inputs["mm_encoder_outputs"]
+    inputs.update(model_image_inputs(None, per_image, precomputed=False))
+    reference = tiny.demo_inputs(processor, n_images=2, size=IMAGE_SIZE)
+    with torch.no_grad():
+        got, want = model(**inputs).logits, model(**reference).logits
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()

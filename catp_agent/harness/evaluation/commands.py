@@ -17,6 +17,7 @@ where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -57,12 +58,19 @@ def _add_loading(parser: Any) -> None:
     parser.add_argument("--attn", default="sdpa", help="sdpa or flash_attention_2 (needs flash_attn)")
     parser.add_argument("--dialect", default=None,
                         help=f"action dialect: {', '.join(dialect_names())} (default: by model type)")
+    parser.add_argument("--no-pointer", action="store_true",
+                        help="run a model folder without the pointer head saved beside it (clicks: the model's own "
+                             "coordinates)")
+
+
+def _loading(args: argparse.Namespace) -> Any:
+    from catp_agent.harness.validate import ModelLoading
+
+    return ModelLoading(args.device, args.dtype, args.attn, args.dialect, not args.no_pointer)
 
 
 def _load(args: argparse.Namespace, model: str | None) -> Any:
-    from catp_agent.harness import validate
-
-    return validate.load_model(model, device=args.device, dtype=args.dtype, attn=args.attn, dialect=args.dialect)
+    return _loading(args).load(model)
 
 
 # ------------------------------------------------------------------------------------ eval / ablate
@@ -122,7 +130,7 @@ def _eval_config(args: argparse.Namespace, variants: tuple, ratios: tuple[float,
                       policy=args.policy, model=args.model, max_steps=args.max_steps, viewport=args.viewport,
                       history=args.history, fidelity=not args.no_fidelity,
                       pruning_overrides=parse_overrides(args.overrides), sample_step=args.sample_step,
-                      retry_errors=args.retry_errors, workers=args.workers)
+                      retry_errors=args.retry_errors, workers=args.workers, loading=_loading(args))
 
 
 def _checked_grid(args: argparse.Namespace, variants: tuple, ratios: tuple[float, ...]) -> tuple[Any, Any]:
@@ -143,13 +151,15 @@ def _checked_grid(args: argparse.Namespace, variants: tuple, ratios: tuple[float
             raise ValueError(f"--model is for the vlm policy; --policy {config.policy!r} takes no model")
         return config, None
     validate.check_model_folder(config.model)
-    if config.workers > 1 and (args.device, args.dtype, args.attn, args.dialect) != ("auto", "auto", "sdpa", None):
-        raise ValueError("--device, --dtype, --attn and --dialect need --workers 1 for now (each worker loads "
-                         "its own model with the defaults)")
-    agent = _load(args, config.model)
+    here = config.workers == 1 and args.backend == "local"
+    # Workers load their own model with config.loading (on a cluster, on the GPUs Ray gave them);
+    # the driver, which may have no GPU nor flash_attn, loads it once on its CPU to check that it
+    # loads and fits the grid's pruning.
+    loading = config.loading if here else dataclasses.replace(config.loading, device="cpu", attn="sdpa")
+    agent = loading.load(config.model)
     first = {run.variant: run for run in config.runs()}.values()
     validate.check_pruning_on_model([run.pruning(config.pruning_overrides) for run in first], agent)
-    return config, agent if config.workers == 1 and args.backend == "local" else None  # workers load their own
+    return config, agent if here else None
 
 
 def _run_grid(command: str, args: argparse.Namespace, variants: tuple, ratios: tuple[float, ...]) -> int:
@@ -163,10 +173,6 @@ def _run_grid(command: str, args: argparse.Namespace, variants: tuple, ratios: t
             from catp_agent.harness.evaluation.ray_backend import RayOptions, require_ray
 
             RayOptions(args.ray_address, args.episode_timeout, args.ray_gpus_per_worker)
-            loading = tuple(getattr(args, name, None) for name in ("device", "dtype", "attn", "dialect"))
-            if loading not in (("auto", "auto", "sdpa", None), (None, None, None, None)):
-                raise ValueError("--device, --dtype, --attn and --dialect are not passed to Ray workers yet "
-                                 "(each loads its model with the defaults); leave them out with --backend ray")
             require_ray()
         config, model = _checked_grid(args, variants, ratios)  # bad input: exit 2 before any browser starts
         save_screens = (len(config.runs()) <= SAVE_SCREENS_AUTO_MAX_EPISODES if args.save_screens is None

@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from catp_agent.harness.validate import ModelLoading
 from catp_agent.methods import MODES, MethodConfig, PruningConfig, config_fields, method_class, method_names
 
 __all__ = [
@@ -169,6 +170,8 @@ class EvalConfig:
             episode of the first seed (-1: none). Step 1 is the first step with history.
         retry_errors: rerun episodes whose record has an error (the newest record wins).
         workers: episodes in parallel processes, each with its own browser(s) and policy.
+        loading: how each worker loads the vlm policy's model (device, dtype, attention,
+            dialect, pointer head); every worker process and Ray actor loads it with these.
     """
 
     tasks: tuple[str, ...]
@@ -185,6 +188,7 @@ class EvalConfig:
     sample_step: int = 1
     retry_errors: bool = False
     workers: int = 1
+    loading: ModelLoading = ModelLoading()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -226,6 +230,9 @@ class EvalConfig:
         if not _is_int(self.workers) or not 1 <= self.workers <= MAX_WORKERS:
             raise ValueError(f"workers must be an int in [1, {MAX_WORKERS}] (each runs a browser), "
                              f"got {self.workers!r}")
+        if not isinstance(self.loading, ModelLoading):
+            raise ValueError(f"loading must be a ModelLoading(device=, dtype=, attn=, dialect=, pointer=), "
+                             f"got {type(self.loading).__name__}")
         if not isinstance(self.sample_step, int) or self.sample_step < -1:
             raise ValueError(f"sample_step must be an int >= 0, or -1 for none, got {self.sample_step!r}")
         fields = _pruning_fields()
@@ -262,7 +269,15 @@ class EvalConfig:
         """Fields that must match for a rerun to resume the same results (the grid may grow)."""
         return {"policy": self.policy, "model": self.model, "max_steps": self.max_steps,
                 "viewport": list(self.viewport) if self.viewport else None, "history": self.history,
-                "fidelity": self.fidelity, "pruning_overrides": dict(self.pruning_overrides)}
+                "fidelity": self.fidelity, "pruning_overrides": dict(self.pruning_overrides),
+                **self._loading_identity()}
+
+    def _loading_identity(self) -> dict[str, Any]:
+        """dtype, attn, dialect, pointer when any differs from the default (so folders written
+        before these options existed still resume); the device may change between runs."""
+        mine, default = ({k: v for k, v in dataclasses.asdict(x).items() if k != "device"}
+                         for x in (self.loading, ModelLoading()))
+        return {} if mine == default else {"loading": mine}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

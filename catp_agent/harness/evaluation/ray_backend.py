@@ -12,8 +12,9 @@ record to ``episodes.jsonl`` (fsynced) under the folder's lock, and resuming is 
 
 Each of the ``config.workers`` actors (:class:`EpisodeWorker`) imports ``envs`` in its
 ``__init__`` (so the ``catp/...`` gymnasium ids exist in that process, wherever it runs), loads
-the VLM once (``vlm`` policy, default factory), and keeps one env (browser) per task it has seen,
-like a local worker process. It asks Ray for 1 CPU and ``gpus_per_worker`` GPUs.
+the VLM once (``vlm`` policy, default factory) with ``config.loading`` (``--device``,
+``--dtype``, ``--attn``, ``--dialect``, ``--no-pointer``; ``cuda`` is the first GPU Ray gave the
+actor), and keeps one env (browser) per task it has seen, like a local worker process. It asks Ray for 1 CPU and ``gpus_per_worker`` GPUs.
 
 Faults, all handled by the driver, which never blocks longer than :data:`POLL_S` in Ray:
 
@@ -113,17 +114,20 @@ class EpisodeWorker:
 
             torch.set_num_threads(threads)
         model = None
-        if config.policy == "vlm" and policy_factory is None:  # one load per actor, before any episode
-            from catp_agent.harness import validate
-
-            model = validate.load_model(config.model)
+        if config.policy == "vlm" and policy_factory is None:  # one load per actor, before any episode,
+            model = config.loading.load(config.model)         # on the GPUs Ray gave it (CUDA_VISIBLE_DEVICES)
+        self.model = model
         self.player = _EpisodePlayer(config, model, env_factory, policy_factory, save_screens)
 
     def ready(self) -> dict[str, Any]:
-        """Where this actor runs and which ``catp/`` env ids are registered in its process."""
+        """Where this actor runs, which ``catp/`` env ids are registered in its process, and the
+        device and dtype of the model it loaded (None: no model of its own)."""
         import gymnasium
 
-        return {"pid": os.getpid(), "registered": sorted(t for t in gymnasium.registry if t.startswith("catp/"))}
+        loaded = None if self.model is None else {"device": str(self.model.device), "dtype": str(self.model.dtype),
+                                                  "pointer": self.model.pointer is not None}
+        return {"pid": os.getpid(), "registered": sorted(t for t in gymnasium.registry if t.startswith("catp/")),
+                "model": loaded}
 
     def play(self, run: Run) -> EpisodeOutcome:
         return self.player.play(run)

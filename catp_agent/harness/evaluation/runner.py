@@ -69,6 +69,10 @@ class _EpisodePlayer:
         self.env_factory = env_factory or make_env
         self.policies = PolicyBuilder(config.policy, model if model is not None else config.model,
                                       config.history, config.fidelity, policy_factory)
+        # the vlm model named by a path (or None: the bundled one) is loaded at the first episode,
+        # once per process, with the run's loading options (device, dtype, attn, dialect, pointer)
+        self.load_first = (config.policy == "vlm" and policy_factory is None
+                           and (self.policies.model is None or isinstance(self.policies.model, str)))
         self.envs: OrderedDict[str, Any] = OrderedDict()
 
     def env(self, task: str) -> Any:
@@ -86,6 +90,9 @@ class _EpisodePlayer:
         cfg = self.config
         sample_step = cfg.sample_step if run.seed == cfg.seeds[0] else -1
         try:
+            if self.load_first:
+                self.policies.model = cfg.loading.load(self.policies.model)
+                self.load_first = False
             env = self.env(run.task)
             policy = self.policies(env, run.pruning(cfg.pruning_overrides), run.seed)
         except Exception as exc:  # noqa: BLE001 - recorded as the episode's error

@@ -171,14 +171,37 @@ def _new_stats() -> dict[str, Any]:
     return {**{k: 0 for k in _STATS}, "errors": []}
 
 
+def same_effect(action: str, label: str, elements: Sequence[dict] | None = None) -> bool:
+    """Whether ``action`` does what ``label`` does on a screen with these ``elements`` (as demos
+    store them): a click (or double click) inside the smallest element holding the label's click,
+    the same typed text, the same key, scroll or ``done()``. Text that does not parse never
+    agrees; a label's click on no stored element agrees only with the same point."""
+    from catp_agent.harness.training.data import click_and_box
+    from envs.actions import ActionParseError, parse_action
+
+    try:
+        mine, right = parse_action(action), parse_action(label)
+    except ActionParseError:
+        return False
+    if mine.name != right.name:
+        return False
+    (point, _), (_, box) = click_and_box(action, elements), click_and_box(label, elements)
+    if point is None or box is None:  # not a click, or a click on no stored element
+        return mine == right
+    bx, by, bw, bh = box
+    return bx <= point[0] <= bx + bw and by <= point[1] <= by + bh
+
+
 def _count(stats: dict[str, Any], meta: dict) -> None:
     """Add one stored episode (its JSON record) to ``stats``."""
     record = meta.get("dagger", {})
     labels = meta.get("labels") or meta["actions"]
+    screens = meta.get("elements") or [None] * len(labels)
     stats["episodes"] += 1
     stats["successes"] += int(bool(record.get("success")))
     stats["steps"] += len(labels)
-    stats["agree"] += sum(1 for m, label in zip(record.get("model_actions", []), labels) if m == label)
+    stats["agree"] += sum(1 for m, label, elements in zip(record.get("model_actions", []), labels, screens)
+                          if same_effect(m, label, elements))
     stats["oracle_steps"] += sum(1 for o in record.get("oracle_steps", []) if o)
     stats["no_label"] += int(bool(record.get("no_label")))
 
@@ -221,7 +244,8 @@ def _worker(args: tuple) -> tuple[str, dict[str, Any]]:
                 else:
                     _save(demo, path, {"dagger": record})
                     stats["new"] += 1
-                    _count(stats, {"actions": demo.actions, "labels": demo.labels, "dagger": record})
+                    _count(stats, {"actions": demo.actions, "labels": demo.labels, "elements": demo.elements,
+                                   "dagger": record})
             if queue is not None:
                 queue.put(1)
     finally:
@@ -250,7 +274,7 @@ def collect_dagger(model: Any, out_dir: str | Path, tasks: Sequence[str], seeds:
     The report: ``{"tasks": {task: stats}, "total": stats}``; stats: ``episodes`` stored (now or
     before), ``new`` (stored by this call), ``skipped`` (already there), ``successes`` (stored
     episodes that ended solved), ``steps`` (stored steps), ``agree`` (steps where the model's
-    action equalled the label), ``oracle_steps`` (steps that executed the oracle's action,
+    action had the label's effect, :func:`same_effect`), ``oracle_steps`` (steps that executed the oracle's action,
     ``beta``), ``no_label`` (episodes ended because the oracle had no action), ``empty``
     (episodes not stored because no step was: the oracle had no action on the first screen),
     ``failed`` (episodes not stored because they ended in an error; the next call retries them)

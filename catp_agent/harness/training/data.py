@@ -144,7 +144,7 @@ class SampleSet:
                 prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
                 target = tokenizer(target_text(answers[t]), add_special_tokens=False)["input_ids"] + [eos]
                 first = max(0, t - history)
-                click, box = _click_and_box(answers[t], demo.elements[t] if demo.elements else None)
+                click, box = click_and_box(answers[t], demo.elements[t] if demo.elements else None)
                 height, width = demo.frames[t].shape[:2]
                 self.samples.append(Sample(prompt, target, [offset + i for i in range(first, t + 1)], demo.task,
                                            _primitive(answers[t]), click, box, (int(width), int(height))))
@@ -235,7 +235,7 @@ def _primitive(action: str) -> str:
     return action.split("(", 1)[0].strip()
 
 
-def _click_and_box(action: str, elements: Sequence[dict] | None
+def click_and_box(action: str, elements: Sequence[dict] | None
                    ) -> tuple[tuple[float, float] | None, tuple[float, float, float, float] | None]:
     """A click answer's (x, y) and the smallest stored element box holding it (None, None for
     other answers; box None when no stored box holds the click)."""

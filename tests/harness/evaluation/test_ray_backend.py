@@ -7,6 +7,7 @@ sent to the Ray workers by value, so the workers need not import the test module
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from conftest import FakeEnvFactory, FakePolicyFactory, FakeVLMPolicy  # noqa: E
 from catp_agent.harness.evaluation import EvalConfig, parse_variants, read_episodes, run_eval  # noqa: E402
 from catp_agent.harness.evaluation.grid import key_of  # noqa: E402
 from catp_agent.harness.evaluation.ray_backend import EpisodeWorker  # noqa: E402
+from catp_agent.harness.validate import ModelLoading  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 TASKS = ("catp/login-v0", "catp/menu-v0")
@@ -182,3 +184,38 @@ def test_a_killed_driver_resumes_with_each_episode_once(cluster, tmp_path):
     records = _by_key(out)
     assert sorted((k[0], k[1]) for k in records) == sorted((t, s) for t in TASKS for s in range(3))
     assert all(r["success"] and r["error"] is None for r in records.values())
+
+
+def test_an_actor_loads_its_model_with_the_runs_options(cluster):
+    """--device / --dtype / --dialect reach the actor, which loads the bundled model with them."""
+    config = EvalConfig(tasks=("fake/click-v0",), seeds=(0,), variants=parse_variants("none"), policy="vlm",
+                        loading=ModelLoading(device="cpu", dtype="bf16", dialect="native"))
+    actor = ray.remote(EpisodeWorker).remote(config, FakeEnvFactory(), None, False, 1)
+    try:
+        info = ray.get(actor.ready.remote(), timeout=300)
+    finally:
+        ray.kill(actor)
+    assert info["model"] == {"device": "cpu", "dtype": "torch.bfloat16", "pointer": False}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_model_options_on_ray_run_and_resume(cluster, tmp_path):
+    """The issue's check: --backend ray --device cpu --dtype bf16 --workers 2 with the bundled
+    model in Chromium; a second, larger grid resumes (only the new seed runs)."""
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "catp_agent.harness.cli", "eval", "--tasks", "catp/login-v0", "--methods", "none",
+            "--max-steps", "2", "--no-fidelity", "--device", "cpu", "--dtype", "bf16", "--workers", "2",
+            "--backend", "ray", "--ray-address", cluster, "--out", str(out), "--no-progress", "--no-plots",
+            "--no-report"]
+    first = subprocess.run([*argv, "--seeds", "0-1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "2 episodes run, 0 already done, 0 with errors" in first.stdout
+    second = subprocess.run([*argv, "--seeds", "0-2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "1 episodes run, 2 already done, 0 with errors" in second.stdout
+    records = _by_key(out)
+    assert sorted(k[1] for k in records) == [0, 1, 2]
+    assert all(r["steps"] >= 1 and r["step_records"] for r in records.values())
+    config = json.loads((out / "config.json").read_text())
+    assert config["identity"]["loading"]["dtype"] == "bf16" and config["backend"] == "ray"

@@ -55,7 +55,11 @@ def test_an_unknown_backend_is_refused(tmp_path):
         run_eval(config, tmp_path / "out", backend="ray", model=object())
 
 
-def test_model_loading_options_are_refused_with_the_ray_backend(tmp_path, capsys):
-    argv = [*ORACLE, "--out", str(tmp_path / "out"), "--backend", "ray", "--dtype", "bf16"]
-    assert main(argv) == 2
-    assert "are not passed to Ray workers yet" in capsys.readouterr().err
+def test_bad_model_loading_options_exit_2_naming_the_value(tmp_path, capsys):
+    """--device, --dtype, --attn, --dialect travel to every worker (local or Ray); a bad one is
+    refused up front, before anything is written."""
+    for flags, message in ((["--device", "gpu"], "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
+                           (["--dtype", "int8"], "dtype must be one of auto, bf16, fp16, fp32, got 'int8'")):
+        assert main([*ORACLE, "--out", str(tmp_path / "out"), "--workers", "2", *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from catp_agent.agent.history import HistoryWindow
-from catp_agent.harness.training.dagger import REPORT_FILE, _DaggerDriver, _play, collect_dagger
+from catp_agent.harness.training.dagger import REPORT_FILE, _DaggerDriver, _play, collect_dagger, same_effect
 from catp_agent.harness.training.data import CopySet, SampleSet, corpus_texts, typed_values
 from catp_agent.harness.training.demos import Demo, _save, demo_path, load_demo, load_demos, load_meta, round_action
 from catp_agent.harness.training.model import ModelSize, build_bpe_tokenizer, build_image_processor
@@ -145,7 +145,7 @@ def test_the_shipped_model_drives_and_the_oracle_labels_every_screen(tmp_path):
     assert len(demo.frames) == len(demo.actions) == len(demo.labels) == len(demo.errors) == len(demo.elements) == 2
     meta = load_meta(demo_path(tmp_path, task, seed))["dagger"]
     assert meta["model_actions"] == demo.actions and meta["oracle_steps"] == [False, False]  # beta 0: the model ran
-    assert stats["agree"] == sum(a == b for a, b in zip(demo.actions, demo.labels))
+    assert stats["agree"] == sum(same_effect(a, b, e) for a, b, e in zip(demo.actions, demo.labels, demo.elements))
     env = make_env(task)
     try:
         obs, info = env.reset(seed=seed)
@@ -208,3 +208,24 @@ def test_extra_demos_join_the_training_split_only(tmp_path, capsys):
 
     assert main(["train", "--extra-demos", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
     assert "extra demo folder" in capsys.readouterr().err
+
+
+BUTTON = {"text": "Log in", "role": "button", "bbox": [100, 200, 80, 30]}
+FORM = {"text": "", "role": "form", "bbox": [50, 150, 300, 200]}
+
+
+@pytest.mark.parametrize(("action", "label", "agree"), [
+    ("click(110, 205)", "click(140, 215)", True),          # another point of the same button
+    ("click(179, 229)", "click(140, 215)", True),          # its far corner
+    ("click(60, 160)", "click(140, 215)", False),          # the form around it, not the button
+    ("double_click(140, 215)", "click(140, 215)", False),  # another primitive
+    ('type("ada")', 'type("ada")', True),
+    ("type('ada')", 'type("ada")', True),                  # the same text, written differently
+    ('type("Ada")', 'type("ada")', False),
+    ('press("Enter")', 'press("Enter")', True),
+    ("click(10, 10)", "click(10, 10)", True),              # on no element: the same point only
+    ("click(11, 10)", "click(10, 10)", False),
+    ("clik(1, 2)", "click(1, 2)", False),                  # text that does not parse
+])
+def test_agreement_counts_the_effect_not_the_text(action, label, agree):
+    assert same_effect(action, label, [FORM, BUTTON]) is agree
