@@ -19,6 +19,7 @@ usually are. Budgets are CPU seconds of the process (all threads) and images see
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import json
 import sys
 from pathlib import Path
@@ -86,14 +87,21 @@ def _pretrain(args: argparse.Namespace) -> int:
 
         gset = GroundingSet.from_demos(args.demo_dir, _tasks(args.tasks), args.train_seeds, max_screens_per_task=200)
         words = sorted({q.text for q in gset.questions})
+    from catp_agent.harness.grounding.glyphs import CanvasSpec
+
+    spec = CanvasSpec(height=args.height, lists=args.lists)
     stats = pretrain_on_canvases(probe, Budget(args.cpu_seconds, args.images), batch=args.batch, lr=args.lr,
-                                 extra_words=words, seed=args.seed, log=_log)
+                                 spec=spec, extra_words=words, seed=args.seed, log=_log)
+    before = Path(args.front) / "probe.json"
+    earlier = json.loads(before.read_text()) if before.exists() else None
+    total = stats["cpu_s"] + (earlier["total_cpu_s"] if earlier else 0.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     probe.tower.save_pretrained(out)
     torch.save({k: v for k, v in probe.state_dict().items() if not k.startswith(("tower.", "front."))}, out / "probe_head.pt")
-    (out / "probe.json").write_text(json.dumps({"front": args.front, "pretrain": stats, "extra_words": len(words),
-                                                "seed": args.seed, "cpu_seconds": args.cpu_seconds}, indent=1))
+    (out / "probe.json").write_text(json.dumps({"front": probe.front.name, "pretrain": stats, "total_cpu_s": total,
+                                                "continued_from": earlier, "canvas": asdict(spec),
+                                                "extra_words": len(words), "seed": args.seed}, indent=1))
     print(json.dumps(stats))
     return 0
 
@@ -160,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--lr", type=float, default=2e-3 if name == "pretrain" else 1e-3)
         p.add_argument("--out", required=True)
         p.set_defaults(func=func)
-    sub.choices["pretrain"].add_argument("--front", default="convnet", help="front end to pretrain (default convnet)")
+    sub.choices["pretrain"].add_argument("--front", default="convnet",
+                                         help="front end to pretrain (default convnet), or a pretrained folder to go on from")
+    sub.choices["pretrain"].add_argument("--height", type=int, default=96, help="canvas height in px (width 320)")
+    sub.choices["pretrain"].add_argument("--lists", type=float, default=0.0,
+                                         help="chance that a canvas starts with a vertical list (menu-like rows)")
     sub.choices["pretrain"].add_argument("--batch", type=int, default=32, help="canvases per step")
     sub.choices["pretrain"].add_argument("--words-from-demos", action="store_true",
                                          help="mix the training demos' element texts into the random words")

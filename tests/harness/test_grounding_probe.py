@@ -62,9 +62,9 @@ def test_dense_targets_mark_tokens_whose_centre_is_in_the_box_else_the_holder():
     assert torch.allclose(offsets[1, 15], torch.tensor([-0.25, -0.25]))
 
 
-def test_canvas_words_are_distinct_inside_and_apart():
+@pytest.mark.parametrize("spec", [CanvasSpec(), CanvasSpec(height=128, lists=1.0)])
+def test_canvas_words_are_distinct_inside_and_apart(spec):
     rng = np.random.default_rng(3)
-    spec = CanvasSpec()
     for _ in range(20):
         image, words = render_canvas(rng, spec, extra_words=["Settings", "Sign in"])
         assert image.shape == (spec.height, spec.width, 3) and image.dtype == np.uint8

@@ -108,6 +108,7 @@ class CanvasSpec:
     min_size: int = 11
     max_size: int = 20
     near_miss: float = 0.5  # chance that a word is a near miss of one already on the canvas
+    lists: float = 0.0  # chance that a canvas starts with a vertical list (menu, settings rows)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_words <= self.max_words:
@@ -123,23 +124,58 @@ def _contrast_colours(rng: np.random.Generator, dark: bool) -> tuple[tuple[int, 
     return (deep, light) if dark else (light, deep)
 
 
+def _pick_text(rng: np.random.Generator, placed: Sequence[tuple[str, object]], spec: CanvasSpec,
+               extra_words: Sequence[str]) -> str:
+    if placed and rng.random() < spec.near_miss:
+        return _near_miss(placed[int(rng.integers(len(placed)))][0], rng)
+    return random_text(rng, extra_words)
+
+
+def _draw_list(draw: ImageDraw.ImageDraw, rng: np.random.Generator, spec: CanvasSpec, fg: tuple[int, int, int],
+               extra_words: Sequence[str]) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """A vertical list of rows, as menus and settings pages draw them: rows 18-30 px apart,
+    each row's box its full width, sometimes in a bordered panel. [] when it does not fit."""
+    fonts = find_fonts()
+    font = _font(fonts[int(rng.integers(len(fonts)))], int(rng.integers(spec.min_size, min(spec.max_size, 16) + 1)))
+    pitch = int(rng.integers(max(18, font.size + 4), 31))
+    rows: list[str] = []
+    for _ in range(int(rng.integers(3, 7))):
+        text = _pick_text(rng, [(t, None) for t in rows], spec, extra_words)
+        if text not in rows:
+            rows.append(text)
+    rows = rows[:max(1, (spec.height - 4) // pitch)]
+    width = max(draw.textbbox((0, 0), t, font=font)[2] for t in rows) + int(rng.integers(16, 60))
+    if width >= spec.width - 2:
+        return []
+    x0, y0 = int(rng.integers(1, spec.width - width)), int(rng.integers(1, spec.height - pitch * len(rows)))
+    if rng.random() < 0.5:
+        draw.rectangle([x0, y0, x0 + width - 1, y0 + pitch * len(rows) - 1], outline=(150, 150, 150))
+    out = []
+    for k, text in enumerate(rows):
+        y = y0 + k * pitch
+        left, top, _, bottom = draw.textbbox((0, 0), text, font=font)
+        draw.text((x0 + 8 - left, y + (pitch - (bottom - top)) / 2 - top), text, font=font, fill=fg)
+        out.append((text, (float(x0), float(y), float(width), float(pitch))))
+    return out
+
+
 def render_canvas(rng: np.random.Generator, spec: CanvasSpec = CanvasSpec(),
                   extra_words: Sequence[str] = ()) -> tuple[np.ndarray, list[tuple[str, tuple[float, float, float, float]]]]:
     """One canvas: (uint8 (height, width, 3), [(text, (x, y, w, h))]) with distinct texts whose
-    boxes do not overlap. A box is the control's outline (button, bordered box) or the text's ink."""
+    boxes do not overlap. A box is the control's outline (button, bordered box, list row) or the
+    text's ink."""
     fonts = find_fonts()
     bg, fg = _contrast_colours(rng, dark=rng.random() < 0.15)
     image = Image.new("RGB", (spec.width, spec.height), bg)
     draw = ImageDraw.Draw(image)
     placed: list[tuple[str, tuple[float, float, float, float]]] = []
-    want = int(rng.integers(spec.min_words, spec.max_words + 1))
+    if rng.random() < spec.lists:
+        placed = _draw_list(draw, rng, spec, fg, extra_words)
+    want = len(placed) + int(rng.integers(spec.min_words, spec.max_words + 1))
     for _ in range(want * 6):
-        if len(placed) == want:
+        if len(placed) >= want:
             break
-        if placed and rng.random() < spec.near_miss:
-            text = _near_miss(placed[int(rng.integers(len(placed)))][0], rng)
-        else:
-            text = random_text(rng, extra_words)
+        text = _pick_text(rng, placed, spec, extra_words)
         if any(text == t for t, _ in placed):
             continue
         font = _font(fonts[int(rng.integers(len(fonts)))], int(rng.integers(spec.min_size, spec.max_size + 1)))
