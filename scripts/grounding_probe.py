@@ -92,15 +92,15 @@ def _pretrain(args: argparse.Namespace) -> int:
     spec = CanvasSpec(height=args.height, lists=args.lists)
     stats = pretrain_on_canvases(probe, Budget(args.cpu_seconds, args.images), batch=args.batch, lr=args.lr,
                                  spec=spec, extra_words=words, seed=args.seed, log=_log)
-    before = Path(args.front) / "probe.json"
-    earlier = json.loads(before.read_text()) if before.exists() else None
-    total = stats["cpu_s"] + (earlier["total_cpu_s"] if earlier else 0.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     probe.tower.save_pretrained(out)
     torch.save({k: v for k, v in probe.state_dict().items() if not k.startswith(("tower.", "front."))}, out / "probe_head.pt")
+    before = Path(args.front) / "probe.json"
+    earlier = json.loads(before.read_text()) if before.exists() else {}
+    total = stats["cpu_s"] + float(earlier.get("total_cpu_s", earlier.get("pretrain", {}).get("cpu_s", 0.0)))
     (out / "probe.json").write_text(json.dumps({"front": probe.front.name, "pretrain": stats, "total_cpu_s": total,
-                                                "continued_from": earlier, "canvas": asdict(spec),
+                                                "continued_from": earlier or None, "canvas": asdict(spec),
                                                 "extra_words": len(words), "seed": args.seed}, indent=1))
     print(json.dumps(stats))
     return 0

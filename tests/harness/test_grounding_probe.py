@@ -189,6 +189,12 @@ def test_script_runs_pretrain_run_and_table(tmp_path):
     subprocess.run(run + ["pretrain", "--images", "16", "--batch", "8", "--out", str(tmp_path / "glyphs")],
                    check=True, cwd=ROOT, capture_output=True)
     assert (tmp_path / "glyphs" / "config.json").exists() and (tmp_path / "glyphs" / "probe_head.pt").exists()
+    subprocess.run(run + ["pretrain", "--front", str(tmp_path / "glyphs"), "--images", "8", "--batch", "8", "--height", "128",
+                          "--lists", "1", "--out", str(tmp_path / "glyphs2")], check=True, cwd=ROOT, capture_output=True)
+    first = json.loads((tmp_path / "glyphs" / "probe.json").read_text())
+    second = json.loads((tmp_path / "glyphs2" / "probe.json").read_text())
+    assert second["front"] == "convnet" and second["canvas"]["lists"] == 1.0
+    assert second["total_cpu_s"] == pytest.approx(first["total_cpu_s"] + second["pretrain"]["cpu_s"])
     subprocess.run(run + ["run", *common, "--train-seeds", "0-7", "--test-seeds", "8-11", "--tower", str(tmp_path / "glyphs"),
                           "--freeze", "--images", "16", "--out", str(tmp_path / "probe" / "frozen.json")],
                    check=True, cwd=ROOT, capture_output=True)
