@@ -136,12 +136,15 @@ def _table(args: argparse.Namespace) -> int:
         print(f"no probe results (*.json) in {args.folder}", file=sys.stderr)
         return 2
     short = [t.split("/")[1].removesuffix("-v0") for t in GATE_TASKS]
-    print(f"| run | tower | frozen | query | CPU s | screens | {' | '.join(short)} | all | all, inside |")
-    print("|---|---|---|---|---|---|" + "---|" * (len(short) + 2))
+    print(f"| run | tower | reading practice, CPU s | frozen | query | probe CPU s | screens | {' | '.join(short)} | all | all, inside |")
+    print("|---|---|---|---|---|---|---|" + "---|" * (len(short) + 2))
     for r in rows:
         m = r["metrics"]
         cells = " | ".join(f"{m[t]['pick']:.2f}" if t in m else "-" for t in GATE_TASKS)
-        print(f"| {r['file'].removesuffix('.json')} | {r['front']} | {'yes' if r['freeze'] else 'no'} | "
+        meta = Path(r["tower"]) / "probe.json"
+        practice = json.loads(meta.read_text()) if meta.exists() else {}
+        practice_s = practice.get("total_cpu_s", practice.get("pretrain", {}).get("cpu_s", 0.0))
+        print(f"| {r['file'].removesuffix('.json')} | {r['front']} | {practice_s:.0f} | {'yes' if r['freeze'] else 'no'} | "
               f"{'role only' if r['control'] else 'text'} | {r['train']['cpu_s']:.0f} | {r['train']['images']} | "
               f"{cells} | {m['all']['pick']:.2f} | {m['all']['inside']:.2f} |")
     return 0
