@@ -56,9 +56,9 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _probe_for(tower: str, seed: int):
     from catp_agent.harness.grounding.probe import GroundingProbe
-    from catp_agent.harness.grounding.towers import FRONT_ENDS, build_front_end, load_front_end
-
     import torch
+
+    from catp_agent.harness.grounding.towers import FRONT_ENDS, build_front_end, load_front_end
 
     if tower in FRONT_ENDS:
         return GroundingProbe(build_front_end(tower, seed))

@@ -19,6 +19,7 @@ can carry as its tower, plus the image it is shown.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,6 @@ def _clip_config(image_size: int = 336, patch_size: int = 28) -> CLIPVisionConfi
 def _shipped_clip(model_dir: Path = DEFAULT_MODEL) -> CLIPVisionModel:
     """The default model's trained CLIP tower, read from its safetensors (no decoder loaded)."""
     from safetensors.torch import load_file
-
-    import json
 
     config = CLIPVisionConfig(**json.loads((model_dir / "config.json").read_text())["vision_config"])
     tower = CLIPVisionModel(config)
