@@ -12,6 +12,8 @@ usually are. Budgets are CPU seconds of the process (all threads) and images see
     python scripts/grounding_probe.py run --tower runs/glyphs --freeze --cpu-seconds 300 --out runs/probe/glyphs-frozen.json
     python scripts/grounding_probe.py run --tower vit336 --cpu-seconds 300 --out runs/probe/vit336.json
     python scripts/grounding_probe.py run --tower vit336 --control --cpu-seconds 300 --out runs/probe/vit336-control.json
+    # keep a practised tower in the repository (float16, with a manifest of how it was made and what it probes)
+    python scripts/grounding_probe.py keep --tower runs/glyphs --probe runs/probe/glyphs-frozen.json --out catp_agent/assets/reading_tower
     # the table of every run in a folder, with the gate (>= 90 % on tabs, menu, settings, login; >= 40 points over control)
     python scripts/grounding_probe.py table runs/probe
 """
@@ -25,6 +27,8 @@ import sys
 from pathlib import Path
 
 GATE_TASKS = ("catp/tabs-v0", "catp/menu-v0", "catp/settings-v0", "catp/login-v0")
+MINIWOB_PROBE = ("catp/miniwob.click-button-v0", "catp/miniwob.click-link-v0", "catp/miniwob.click-tab-v0")
+"""MiniWoB++ tasks whose held-out screens make the probe's ``miniwob`` column: words no training canvas drew."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -89,9 +93,18 @@ def _pretrain(args: argparse.Namespace) -> int:
         words = sorted({q.text for q in gset.questions})
     from catp_agent.harness.grounding.glyphs import CanvasSpec
 
-    spec = CanvasSpec(height=args.height, lists=args.lists)
-    stats = pretrain_on_canvases(probe, Budget(args.cpu_seconds, args.images), batch=args.batch, lr=args.lr,
-                                 spec=spec, extra_words=words, seed=args.seed, log=_log)
+    budget = Budget(args.cpu_seconds, args.images)
+    if args.objective == "words":
+        from catp_agent.harness.grounding.words import CropSpec, pretrain_on_words
+
+        spec = CropSpec()
+        stats = pretrain_on_words(probe, budget, batch=args.batch, lr=args.lr, tower_lr_scale=args.tower_lr_scale,
+                                  spec=spec, extra_words=words, seed=args.seed, log=_log)
+    else:
+        spec = CanvasSpec(height=args.height, lists=args.lists)
+        stats = pretrain_on_canvases(probe, budget, batch=args.batch, lr=args.lr, spec=spec, extra_words=words,
+                                     seed=args.seed, log=_log)
+    stats["objective"] = args.objective
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     probe.tower.save_pretrained(out)
@@ -99,8 +112,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     before = Path(args.front) / "probe.json"
     earlier = json.loads(before.read_text()) if before.exists() else {}
     total = stats["cpu_s"] + float(earlier.get("total_cpu_s", earlier.get("pretrain", {}).get("cpu_s", 0.0)))
+    history = list(earlier.get("history", [])) + [{"command": " ".join(sys.argv), "cpu_s": stats["cpu_s"]}]
     (out / "probe.json").write_text(json.dumps({"front": probe.front.name, "pretrain": stats, "total_cpu_s": total,
-                                                "continued_from": earlier or None, "canvas": asdict(spec),
+                                                "history": history,
+                                                "continued_from": earlier or None, "spec": asdict(spec),
                                                 "extra_words": len(words), "seed": args.seed}, indent=1))
     print(json.dumps(stats))
     return 0
@@ -119,14 +134,58 @@ def _run(args: argparse.Namespace) -> int:
     probe = _probe_for(args.tower, args.seed)
     stats = train_on_screens(probe, train, Budget(args.cpu_seconds, args.images), freeze_tower=args.freeze,
                              tower_lr_scale=args.tower_lr_scale, control=args.control, lr=args.lr, seed=args.seed, log=_log)
-    result = {"tower": args.tower, "front": probe.front.name, "freeze": args.freeze, "control": args.control,
+    result = {"tower": args.tower, "command": " ".join(sys.argv), "front": probe.front.name, "freeze": args.freeze, "control": args.control,
               "tower_lr_scale": args.tower_lr_scale, "train": stats, "train_screens": len(train.frames),
               "test_screens": len(test.frames), "seed": args.seed,
               "metrics": evaluate(probe, test, control=args.control)}
+    # Generality: strings no training screen or canvas held, read by the same probe.
+    synthetic = GroundingSet.synthetic(args.random_seed, args.random_screens)
+    result["metrics"]["random"] = evaluate(probe, synthetic, control=args.control)["random"]
+    pad = probe.front.stride if probe.front.input_size is None else 1
+    try:
+        miniwob = GroundingSet.from_demos(args.demo_dir, MINIWOB_PROBE, args.test_seeds, pad_to=pad)
+    except FileNotFoundError as err:
+        print(f"no miniwob column: {err}", file=sys.stderr)
+    else:
+        result["metrics"]["miniwob"] = evaluate(probe, miniwob, control=args.control)["all"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: round(v["pick"], 3) for k, v in result["metrics"].items()}))
+    return 0
+
+
+def _keep(args: argparse.Namespace) -> int:
+    """The tower and probe head in float16 (half the bytes; the probe is rerun on the float16
+    copy to show what that costs) and manifest.json: what it is, the commands that made it,
+    their CPU seconds, and its probe figures."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tower, out = Path(args.tower), Path(args.out)
+    meta = json.loads((tower / "probe.json").read_text())
+    probe = json.loads(Path(args.probe).read_text()) if args.probe else None
+    if probe is not None and Path(probe["tower"]).resolve() != tower.resolve():
+        raise SystemExit(f"{args.probe} probed {probe['tower']}, not {tower}: keep a tower with its own probe result")
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(tower / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    shutil.copy(tower / "config.json", out / "config.json")
+    head = torch.load(tower / "probe_head.pt")
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in head.items()}, out / "probe_head.pt")
+    (out / "probe.json").write_text(json.dumps(meta, indent=1))
+    manifest = {"what": "a convolutional vision tower (transformers FocalNetModel, 32 px tokens at the screen's own size) "
+                        "with reading practice, and the grounding probe's head; float16",
+                "load": "catp_agent.harness.grounding.towers.load_front_end(folder)",
+                "commands": meta.get("history", []), "total_cpu_s": meta.get("total_cpu_s"),
+                "probe": None if probe is None else {"command": probe.get("command"), "tower_frozen": probe["freeze"],
+                                                     "probe_cpu_s": probe["train"]["cpu_s"],
+                                                     "pick": {k: round(v["pick"], 3) for k, v in probe["metrics"].items()}}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(json.dumps(manifest, indent=1))
     return 0
 
 
@@ -136,8 +195,9 @@ def _table(args: argparse.Namespace) -> int:
         print(f"no probe results (*.json) in {args.folder}", file=sys.stderr)
         return 2
     short = [t.split("/")[1].removesuffix("-v0") for t in GATE_TASKS]
-    print(f"| run | tower | reading practice, CPU s | frozen | query | probe CPU s | screens | {' | '.join(short)} | all | all, inside |")
-    print("|---|---|---|---|---|---|---|" + "---|" * (len(short) + 2))
+    print(f"| run | tower | reading practice, CPU s | frozen | query | probe CPU s | screens | {' | '.join(short)} | all | all, inside "
+          f"| random | miniwob |")
+    print("|---|---|---|---|---|---|---|" + "---|" * (len(short) + 4))
     for r in rows:
         m = r["metrics"]
         cells = " | ".join(f"{m[t]['pick']:.2f}" if t in m else "-" for t in GATE_TASKS)
@@ -146,7 +206,8 @@ def _table(args: argparse.Namespace) -> int:
         practice_s = practice.get("total_cpu_s", practice.get("pretrain", {}).get("cpu_s", 0.0))
         print(f"| {r['file'].removesuffix('.json')} | {r['front']} | {practice_s:.0f} | {'yes' if r['freeze'] else 'no'} | "
               f"{'role only' if r['control'] else 'text'} | {r['train']['cpu_s']:.0f} | {r['train']['images']} | "
-              f"{cells} | {m['all']['pick']:.2f} | {m['all']['inside']:.2f} |")
+              f"{cells} | {m['all']['pick']:.2f} | {m['all']['inside']:.2f} | "
+              + " | ".join(f"{m[k]['pick']:.2f}" if k in m else "-" for k in ("random", "miniwob")) + " |")
     return 0
 
 
@@ -176,15 +237,28 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["pretrain"].add_argument("--height", type=int, default=96, help="canvas height in px (width 320)")
     sub.choices["pretrain"].add_argument("--lists", type=float, default=0.0,
                                          help="chance that a canvas starts with a vertical list (menu-like rows)")
-    sub.choices["pretrain"].add_argument("--batch", type=int, default=32, help="canvases per step")
+    sub.choices["pretrain"].add_argument("--objective", choices=("pointing", "words"), default="pointing",
+                                         help="pointing: point at each word of a canvas (default); words: recognise "
+                                              "the word on each crop among the batch's texts (grounding.words)")
+    sub.choices["pretrain"].add_argument("--batch", type=int, default=32,
+                                         help="canvases (pointing) or word crops (words) per step")
     sub.choices["pretrain"].add_argument("--words-from-demos", action="store_true",
                                          help="mix the training demos' element texts into the random words")
     r = sub.choices["run"]
     r.add_argument("--tower", default="vit336", help="vit336, vit336-scratch, convnet, or a pretrained folder")
     r.add_argument("--freeze", action="store_true", help="train the head only (tower features computed once per screen)")
     r.add_argument("--tower-lr-scale", type=float, default=1.0, help="the tower's learning rate as a fraction of --lr")
+    sub.choices["pretrain"].add_argument("--tower-lr-scale", type=float, default=0.1,
+                                         help="words objective: the tower's learning rate as a fraction of --lr (default 0.1)")
     r.add_argument("--control", action="store_true", help="ask with the element's role only (cannot read)")
     r.add_argument("--max-screens", type=int, default=300, help="training screens kept per task")
+    r.add_argument("--random-seed", type=int, default=7, help="seed of the synthetic random-string screens")
+    r.add_argument("--random-screens", type=int, default=40, help="synthetic random-string screens in the random column")
+    p = sub.add_parser("keep", help="store a practised tower compactly (float16) with its manifest")
+    p.add_argument("--tower", required=True, help="a pretrained folder (from `pretrain`)")
+    p.add_argument("--probe", help="the probe result (from `run`) of that tower, for the manifest")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_keep)
     p = sub.add_parser("table", help="markdown table of the runs in a folder")
     p.add_argument("folder")
     p.set_defaults(func=_table)

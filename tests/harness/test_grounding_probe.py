@@ -17,7 +17,8 @@ from catp_agent.harness.grounding.data import GroundingSet, picked_element, ques
 from catp_agent.harness.grounding.glyphs import CanvasSpec, render_canvas
 from catp_agent.harness.grounding.probe import (Budget, CharEncoder, GroundingProbe, dense_targets, evaluate,
                                                 pretrain_on_canvases, train_on_screens)
-from catp_agent.harness.grounding.towers import build_front_end
+from catp_agent.harness.grounding.towers import build_front_end, load_front_end
+from catp_agent.harness.grounding.words import CropSpec, ink_weights, pretrain_on_words, render_word_pair, word_batch, word_loss
 from catp_agent.harness.training.demos import Demo, _save, demo_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,12 +195,96 @@ def test_script_runs_pretrain_run_and_table(tmp_path):
                           "--lists", "1", "--out", str(tmp_path / "glyphs2")], check=True, cwd=ROOT, capture_output=True)
     first = json.loads((tmp_path / "glyphs" / "probe.json").read_text())
     second = json.loads((tmp_path / "glyphs2" / "probe.json").read_text())
-    assert second["front"] == "convnet" and second["canvas"]["lists"] == 1.0
+    assert second["front"] == "convnet" and second["spec"]["lists"] == 1.0
     assert second["total_cpu_s"] == pytest.approx(first["total_cpu_s"] + second["pretrain"]["cpu_s"])
     subprocess.run(run + ["run", *common, "--train-seeds", "0-7", "--test-seeds", "8-11", "--tower", str(tmp_path / "glyphs"),
-                          "--freeze", "--images", "16", "--out", str(tmp_path / "probe" / "frozen.json")],
+                          "--freeze", "--images", "16", "--random-screens", "4", "--out", str(tmp_path / "probe" / "frozen.json")],
                    check=True, cwd=ROOT, capture_output=True)
     result = json.loads((tmp_path / "probe" / "frozen.json").read_text())
     assert result["freeze"] and result["metrics"]["all"]["questions"] == 12
+    assert result["metrics"]["random"]["questions"] > 20  # the generality column: 4 synthetic screens here
+    assert "miniwob" not in result["metrics"]  # no MiniWoB++ demos in this folder: the column is left out
+    kept = tmp_path / "kept"
+    subprocess.run(run + ["keep", "--tower", str(tmp_path / "glyphs"), "--probe", str(tmp_path / "probe" / "frozen.json"),
+                          "--out", str(kept)], check=True, cwd=ROOT, capture_output=True)
+    manifest = json.loads((kept / "manifest.json").read_text())
+    assert manifest["total_cpu_s"] == first["total_cpu_s"] and "pretrain --images 16" in manifest["commands"][0]["command"]
+    assert manifest["probe"]["pick"]["all"] == pytest.approx(result["metrics"]["all"]["pick"], abs=1e-3)
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(str(kept / "model.safetensors")).values() if v.is_floating_point()} == {torch.float16}
+    original, small = load_front_end(tmp_path / "glyphs"), load_front_end(kept)
+    for (name, a), b in zip(original.model.state_dict().items(), small.model.state_dict().values()):
+        assert b.dtype == a.dtype and torch.equal(b, a.half().to(a.dtype) if a.is_floating_point() else a), name
+    with pytest.raises(subprocess.CalledProcessError):  # a probe result of another tower is refused
+        subprocess.run(run + ["keep", "--tower", str(tmp_path / "glyphs2"), "--probe", str(tmp_path / "probe" / "frozen.json"),
+                              "--out", str(tmp_path / "wrong")], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(run + ["pretrain", "--objective", "words", "--images", "16", "--batch", "8", "--out", str(tmp_path / "words")],
+                   check=True, cwd=ROOT, capture_output=True)
+    words = json.loads((tmp_path / "words" / "probe.json").read_text())
+    assert words["pretrain"]["objective"] == "words" and words["spec"]["height"] == 32
     table = subprocess.run(run + ["table", str(tmp_path / "probe")], check=True, cwd=ROOT, capture_output=True, text=True)
     assert re.search(r"\| frozen \| convnet \| \d+ \| yes \| text \|", table.stdout), table.stdout
+
+
+def test_word_pairs_share_style_and_place_and_differ_only_where_the_texts_do():
+    rng = np.random.default_rng(3)
+    (a, ink_a), (b, ink_b) = render_word_pair(rng, ["Settings", "Setlings"], CropSpec())
+    assert a.shape == b.shape == (32, 192, 3)
+    assert ink_a[:2] == ink_b[:2]  # same place: the glyphs start at the same pixel
+    diff = np.abs(a.astype(int) - b.astype(int)).sum(-1).nonzero()[1]
+    assert diff.size and ink_a[0] <= diff.min() and diff.max() < ink_a[2]  # only inside the ink
+    (same, _), (again, _) = render_word_pair(np.random.default_rng(5), ["Save", "Save"], CropSpec())
+    assert np.array_equal(same, again)
+
+
+def test_ink_weights_split_an_ink_box_by_the_area_each_cell_holds():
+    w = ink_weights([(16, 0, 48, 32), (0, 0, 10, 10)], (1, 3), 32)
+    assert w[0].tolist() == [0.5, 0.5, 0.0] and w[1].tolist() == [1.0, 0.0, 0.0]
+    assert torch.allclose(w.sum(1), torch.ones(2))
+
+
+def test_crop_spec_refuses_sides_off_the_token_grid():
+    with pytest.raises(ValueError, match="multiples of the tower's 32 px stride, got 30x192"):
+        CropSpec(height=30)
+
+
+def test_word_loss_fits_a_batch_and_practice_trains_every_part():
+    """The recogniser can learn to tell one batch's texts apart from
+    the pixels, which only holds if crops, inks and texts line up; the open practice loop spends
+    its budget and moves the tower, the keys and the text encoder."""
+    torch.manual_seed(0)
+    probe = GroundingProbe(build_front_end("convnet"), dim=32)
+    batch = word_batch(np.random.default_rng(0), 8, CropSpec(pairs=0.0), ())
+    assert len(set(batch[1])) == 8
+    opt = torch.optim.AdamW(probe.parameters(), lr=3e-3)
+    first, accuracy = word_loss(probe, *batch)
+    for _ in range(40):
+        loss, accuracy = word_loss(probe, *batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert accuracy == 1.0 and loss.item() < 0.5 * first.item()
+    with pytest.raises(ValueError, match="vocabulary of 2 cannot fill a batch of 4"):
+        pretrain_on_words(probe, Budget(images=4), batch=4, vocabulary=["a", "b", "a"])
+    before = {k: v.clone() for k, v in probe.state_dict().items()}
+    stats = pretrain_on_words(probe, Budget(images=16 * 2), batch=16)
+    assert stats["steps"] == 2 and stats["images"] == 32
+    after = probe.state_dict()
+    for prefix in ("tower.embeddings", "tower.encoder.stages.3", "query.", "keys."):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
+
+
+def test_synthetic_screens_ask_random_strings_and_padding_keeps_boxes(tmp_path):
+    gset = GroundingSet.synthetic(seed=1, screens=3)
+    assert gset.frames.shape == (3, 480, 640, 3) and {q.task for q in gset.questions} == {"random"}
+    assert len(gset.questions) >= 20 and len({q.text for q in gset.questions}) == len(gset.questions)
+    again = GroundingSet.synthetic(seed=1, screens=3)
+    assert [q.text for q in again.questions] == [q.text for q in gset.questions]
+    _tiny_demos(tmp_path, range(2))
+    plain = GroundingSet.from_demos(tmp_path, ["catp/toy-v0"], range(2))
+    padded = GroundingSet.from_demos(tmp_path, ["catp/toy-v0"], range(2), pad_to=48)
+    h, w = plain.frames.shape[1:3]
+    assert padded.frames.shape[1] % 48 == 0 and padded.frames.shape[2] % 48 == 0
+    assert np.array_equal(padded.frames[:, :h, :w], plain.frames)
+    assert [q.box for q in padded.questions] == [q.box for q in plain.questions]

@@ -78,12 +78,14 @@ class GroundingSet:
 
     @classmethod
     def from_demos(cls, demo_dir: str | Path, tasks: Sequence[str], seeds: Sequence[int], *,
-                   max_screens_per_task: int | None = None, rng_seed: int = 0) -> "GroundingSet":
+                   max_screens_per_task: int | None = None, rng_seed: int = 0, pad_to: int = 1) -> "GroundingSet":
         """Questions on the screens of the demos of ``tasks`` x ``seeds`` stored in ``demo_dir``.
 
         ``max_screens_per_task`` keeps a random subset (drawn with ``rng_seed``) of each task's
         screens that hold a question, so that a large demo folder fits in memory. Missing demos
-        raise with the command that collects them."""
+        raise with the command that collects them. ``pad_to``: screens are padded at the right and
+        bottom (their edge pixels repeated) to a multiple of it, e.g. the 32 px stride of a
+        tower that sees the screen at its own size; boxes keep their coordinates."""
         from catp_agent.harness.training.demos import demo_path, load_demo
 
         rng = np.random.default_rng(rng_seed)
@@ -124,7 +126,34 @@ class GroundingSet:
         shapes = {f.shape for f in frames}
         if len(shapes) != 1:
             raise ValueError(f"grounding screens must share one size, got {sorted(shapes)}")
-        return cls(np.stack(frames), elements, questions, list(tasks))
+        stacked = np.stack(frames)
+        h, w = stacked.shape[1:3]
+        pad_h, pad_w = -h % pad_to, -w % pad_to
+        if pad_h or pad_w:
+            stacked = np.pad(stacked, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return cls(stacked, elements, questions, list(tasks))
+
+    @classmethod
+    def synthetic(cls, seed: int, screens: int, size: tuple[int, int] = (640, 480)) -> "GroundingSet":
+        """Screens of random labels (:func:`~catp_agent.harness.grounding.glyphs.render_canvas`
+        at a screen's ``size`` (width, height): 10-18 labels and buttons, half of them starting
+        with a vertical list, near misses of each other) whose texts come from no task: the
+        probe's test of reading strings it never saw. Task name ``random``."""
+        from catp_agent.harness.grounding.glyphs import CanvasSpec, render_canvas
+
+        if screens < 1:
+            raise ValueError(f"synthetic needs at least one screen, got {screens}")
+        rng = np.random.default_rng(seed)
+        spec = CanvasSpec(height=size[1], width=size[0], min_words=10, max_words=18, lists=0.5)
+        frames, elements, questions = [], [], []
+        for index in range(screens):
+            image, placed = render_canvas(rng, spec)
+            elems = [{"text": text, "role": "button", "bbox": list(box)} for text, box in placed]
+            frames.append(image)
+            elements.append(elems)
+            questions += [GroundingQuestion(index, i, _clean(elems[i]["text"]), "button", tuple(elems[i]["bbox"]), "random")
+                          for i in question_elements(elems)]
+        return cls(np.stack(frames), elements, questions, ["random"])
 
     def is_right(self, question: GroundingQuestion, point: tuple[float, float]) -> tuple[bool, bool]:
         """(the pick is right, the point is inside the target's box) for an answer at ``point``."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["CanvasSpec", "find_fonts", "random_text", "render_canvas"]
+__all__ = ["CanvasSpec", "contrast_colours", "find_fonts", "font_at", "near_miss", "random_text", "render_canvas"]
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
 _PREFERRED = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf",
@@ -50,7 +50,7 @@ def find_fonts() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=256)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+def font_at(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
@@ -84,7 +84,7 @@ def random_text(rng: np.random.Generator, extra_words: Sequence[str] = ()) -> st
     return f"{_word(rng).capitalize()} ({rng.integers(0, 20)})"
 
 
-def _near_miss(text: str, rng: np.random.Generator) -> str:
+def near_miss(text: str, rng: np.random.Generator) -> str:
     """``text`` with one letter changed, one letter dropped, or a word added."""
     kind = rng.random()
     if kind < 0.5 and len(text) > 1:
@@ -118,7 +118,7 @@ class CanvasSpec:
                              f"{self.min_size}, {self.max_size}, height {self.height}")
 
 
-def _contrast_colours(rng: np.random.Generator, dark: bool) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def contrast_colours(rng: np.random.Generator, dark: bool) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     light = tuple(int(v) for v in rng.integers(225, 256, size=3))
     deep = tuple(int(v) for v in rng.integers(0, 70, size=3))
     return (deep, light) if dark else (light, deep)
@@ -127,7 +127,7 @@ def _contrast_colours(rng: np.random.Generator, dark: bool) -> tuple[tuple[int, 
 def _pick_text(rng: np.random.Generator, placed: Sequence[tuple[str, object]], spec: CanvasSpec,
                extra_words: Sequence[str]) -> str:
     if placed and rng.random() < spec.near_miss:
-        return _near_miss(placed[int(rng.integers(len(placed)))][0], rng)
+        return near_miss(placed[int(rng.integers(len(placed)))][0], rng)
     return random_text(rng, extra_words)
 
 
@@ -136,7 +136,7 @@ def _draw_list(draw: ImageDraw.ImageDraw, rng: np.random.Generator, spec: Canvas
     """A vertical list of rows, as menus and settings pages draw them: rows 18-30 px apart,
     each row's box its full width, sometimes in a bordered panel. [] when it does not fit."""
     fonts = find_fonts()
-    font = _font(fonts[int(rng.integers(len(fonts)))], int(rng.integers(spec.min_size, min(spec.max_size, 16) + 1)))
+    font = font_at(fonts[int(rng.integers(len(fonts)))], int(rng.integers(spec.min_size, min(spec.max_size, 16) + 1)))
     pitch = int(rng.integers(max(18, font.size + 4), 31))
     rows: list[str] = []
     for _ in range(int(rng.integers(3, 7))):
@@ -165,7 +165,7 @@ def render_canvas(rng: np.random.Generator, spec: CanvasSpec = CanvasSpec(),
     boxes do not overlap. A box is the control's outline (button, bordered box, list row) or the
     text's ink."""
     fonts = find_fonts()
-    bg, fg = _contrast_colours(rng, dark=rng.random() < 0.15)
+    bg, fg = contrast_colours(rng, dark=rng.random() < 0.15)
     image = Image.new("RGB", (spec.width, spec.height), bg)
     draw = ImageDraw.Draw(image)
     placed: list[tuple[str, tuple[float, float, float, float]]] = []
@@ -178,7 +178,7 @@ def render_canvas(rng: np.random.Generator, spec: CanvasSpec = CanvasSpec(),
         text = _pick_text(rng, placed, spec, extra_words)
         if any(text == t for t, _ in placed):
             continue
-        font = _font(fonts[int(rng.integers(len(fonts)))], int(rng.integers(spec.min_size, spec.max_size + 1)))
+        font = font_at(fonts[int(rng.integers(len(fonts)))], int(rng.integers(spec.min_size, spec.max_size + 1)))
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         style = rng.random()
         pad_x, pad_y = (int(rng.integers(6, 16)), int(rng.integers(4, 9))) if style < 0.45 else (0, 0)
@@ -194,7 +194,7 @@ def render_canvas(rng: np.random.Generator, spec: CanvasSpec = CanvasSpec(),
         if style < 0.2:  # bordered button
             draw.rectangle([x, y, x + w - 1, y + h - 1], outline=tuple(int(v) for v in rng.integers(60, 170, size=3)))
         elif style < 0.45:  # filled button
-            fill, colour = _contrast_colours(rng, dark=rng.random() < 0.5)
+            fill, colour = contrast_colours(rng, dark=rng.random() < 0.5)
             fill = tuple(int(v) for v in rng.integers(0, 256, size=3)) if rng.random() < 0.3 else fill
             colour = (255, 255, 255) if sum(fill) < 380 else (0, 0, 0)
             draw.rectangle([x, y, x + w - 1, y + h - 1], fill=fill)

@@ -30,7 +30,7 @@ from catp_agent.harness.grounding.data import GroundingSet
 from catp_agent.harness.grounding.glyphs import CanvasSpec, render_canvas
 from catp_agent.harness.grounding.towers import FrontEnd
 
-__all__ = ["Budget", "CharEncoder", "GroundingProbe", "dense_targets", "evaluate", "pretrain_on_canvases", "train_on_screens"]
+__all__ = ["Budget", "CharEncoder", "GroundingProbe", "dense_targets", "evaluate", "pretrain_on_canvases", "run_until_spent", "train_on_screens"]
 
 MAX_CHARS = 40
 
@@ -156,7 +156,8 @@ class Budget:
             raise ValueError(f"a budget needs cpu_seconds > 0 and images > 0, got {self.cpu_seconds} and {self.images}")
 
 
-def _run(step: Callable[[], tuple[float, int]], budget: Budget, log: Callable[[dict], None] | None, every: int = 20) -> dict:
+def run_until_spent(step: Callable[[], tuple[float, int]], budget: Budget, log: Callable[[dict], None] | None, every: int = 20) -> dict:
+    """Call ``step`` (-> (loss, images seen)) until ``budget`` is spent; log every ``every`` steps."""
     start, seen, steps = time.process_time(), 0, 0
     while time.process_time() - start < budget.cpu_seconds and seen < budget.images:
         loss, n = step()
@@ -198,7 +199,7 @@ def pretrain_on_canvases(probe: GroundingProbe, budget: Budget, *, batch: int = 
         opt.step()
         return loss.item(), batch
 
-    return _run(step, budget, log)
+    return run_until_spent(step, budget, log)
 
 
 def _queries(gset: GroundingSet, picks: Sequence[int], control: bool) -> list[str]:
@@ -254,7 +255,7 @@ def train_on_screens(probe: GroundingProbe, gset: GroundingSet, budget: Budget, 
         opt.step()
         return loss.item(), len(chosen)
 
-    return _run(step, budget, log)
+    return run_until_spent(step, budget, log)
 
 
 @torch.no_grad()

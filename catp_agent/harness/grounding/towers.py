@@ -121,6 +121,7 @@ def load_front_end(folder: str | Path, name: str = "convnet") -> FrontEnd:
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} holds no saved tower (config.json); pretrain one with "
                                 f"`python scripts/grounding_probe.py pretrain --out {folder}`")
+    # float32 whatever the stored dtype (a kept tower is stored in float16 to stay small)
     if name.startswith("vit336"):
-        return FrontEnd(name, CLIPVisionModel.from_pretrained(folder), (336, 336), 28)
-    return FrontEnd(name, FocalNetModel.from_pretrained(folder), None, 32)
+        return FrontEnd(name, CLIPVisionModel.from_pretrained(folder, dtype=torch.float32), (336, 336), 28)
+    return FrontEnd(name, FocalNetModel.from_pretrained(folder, dtype=torch.float32), None, 32)
