@@ -24,7 +24,7 @@ from packaging.version import Version
 __all__ = ["DEFAULT_CHROMIUM", "MIN_BROWSERGYM", "browsergym_env_kwargs", "browsergym_task_ids", "miniwob_url",
            "require_browsergym", "use_system_chromium"]
 
-MIN_BROWSERGYM = (0, 14, 3)
+MIN_BROWSERGYM = (0, 14, 2)
 """The oldest browsergym-core this adapter is tested with (its observation and ``coord`` actions)."""
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 BROWSERS_FOLDER = Path.home() / ".cache" / "catp-agent" / "playwright-browsers"

@@ -85,5 +85,5 @@ def test_observation_keeps_only_what_the_policy_reads() -> None:
 
 def test_refuses_an_older_browsergym() -> None:
     assert require_browsergym()  # the installed one passes
-    with pytest.raises(ImportError, match=r"browsergym-core 0\.13\.2 is older than 0\.14\.3.*pip install"):
-        require_browsergym("0.13.2")
+    with pytest.raises(ImportError, match=r"browsergym-core 0\.14\.1 is older than 0\.14\.2.*pip install"):
+        require_browsergym("0.14.1")
