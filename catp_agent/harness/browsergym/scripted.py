@@ -2,7 +2,8 @@
 side-by-side benchmark (``scripts/bench_browsergym.py``) and the adapter's tests.
 
 :class:`LabelClickPolicy` clicks the centre of the element whose text is the instruction's quoted
-label (``Click on the "no" button.``), and says ``done()`` when there is none. It reads the
+label (``Click on the "no" button.``), or of the first button when the instruction quotes
+nothing (``Click the button.``), and says ``done()`` when there is none. It reads the
 elements as our envs give them in ``info["elements"]`` (``text``, ``bbox`` (x, y, w, h) in
 screenshot pixels); :func:`browsergym_elements` builds the same list from BrowserGym's
 observation (AXTree names and ``extra_element_properties`` boxes, which BrowserGym gives in
@@ -43,7 +44,8 @@ def browsergym_elements(obs: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 class LabelClickPolicy:
-    """Click the element whose text is the quoted label; ``done()`` when none is visible."""
+    """Click the element whose text is the quoted label (the first button when nothing is
+    quoted); ``done()`` when there is none."""
 
     name = "label-click"
 
@@ -53,7 +55,8 @@ class LabelClickPolicy:
     def choose(self, instruction: str, elements: Sequence[Mapping[str, Any]]) -> str:
         label = quoted_label(instruction)
         for element in elements:
-            if label is not None and str(element.get("text", "")).strip() == label:
+            if (str(element.get("text", "")).strip() == label if label is not None
+                    else element.get("role") == "button"):
                 x, y, w, h = element["bbox"]
                 return f"click({x + w // 2}, {y + h // 2})"
         return "done()"
