@@ -68,10 +68,6 @@ class Pointer:
         return (width / 2, height / 2)
 
 
-def _number(value: float | int | str) -> str:
-    return repr(value)  # Action args are plain ints and floats: repr is a Python literal
-
-
 def to_coord(action: Action, pointer: Pointer, screenshot: np.ndarray) -> str | None:
     """The ``coord`` action string for ``action`` (None for ``done()``); moves ``pointer`` on clicks.
 
@@ -91,7 +87,7 @@ def to_coord(action: Action, pointer: Pointer, screenshot: np.ndarray) -> str | 
     if action.name == "scroll":
         x, y = pointer.at(screenshot)
         args = (x, y, *args)
-    return f"{name}({', '.join(repr(a) if isinstance(a, str) else _number(a) for a in args)})"
+    return f"{name}({', '.join(repr(a) for a in args)})"  # plain str, int, float: repr is a Python literal
 
 
 def from_coord(name: str, args: Sequence[Any]) -> Action | None:
