@@ -25,11 +25,13 @@ Containment has two layers:
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import re
 import shutil
 import urllib.parse
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -44,13 +46,26 @@ from envs.page_guard import PageEvents, guard_key, guard_script, take_js
 from envs.server import RefusingProxy
 from envs.worker import BrowserProcesses
 
-__all__ = ["BrowserDied", "BrowserSession", "INSTALL_HINT", "MAX_EVENTS"]
+__all__ = ["BrowserDied", "BrowserSession", "INSTALL_HINT", "MAX_EVENTS", "artifacts_option"]
 
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
 
 # Chromium's own refusals, which never reach the network layer (so not Playwright's routing).
 _REFUSED_RE = re.compile(r"^Not allowed to (?:load local resource|navigate top frame to \w+ URL): (\S+)")
 _EMPTY_FRAMES = ("about:blank", "about:srcdoc")  # every frame's first document; nothing loads
+
+
+def artifacts_option(launch: Callable[..., Any], folder: Path) -> dict[str, str]:
+    """``{"artifacts_dir": folder}`` where this Playwright's ``launch`` takes that option, else ``{}``.
+
+    Playwright's Python API has ``artifacts_dir`` since after 1.44 (which BrowserGym pins). Without
+    it the driver makes its artifacts folder (``playwright-artifacts-*``: downloads, traces, videos;
+    our envs refuse downloads and record neither) in the system temp folder instead of the env's
+    own, so :meth:`BrowserSession.release` cannot remove it; Playwright removes it when the browser
+    closes, but one killed together with its driver can leave that folder behind.
+    """
+    return {"artifacts_dir": str(folder)} if "artifacts_dir" in inspect.signature(launch).parameters else {}
+
 
 class BrowserDied(RuntimeError):
     """The browser process (or the episode's page) is gone; the episode cannot go on."""
@@ -115,8 +130,8 @@ class BrowserSession:
             headless=self.config.headless,
             args=[*self.config.chromium_args, *self.containment_args()],
             env=self.processes.launch_env(),
-            artifacts_dir=str(self.processes.artifacts_dir),
             timeout=self.config.reset_timeout_ms,
+            **artifacts_option(self._pw.chromium.launch, self.processes.artifacts_dir),
         )
         self._disconnected = False
         self._browser.on("disconnected", self._on_disconnected)

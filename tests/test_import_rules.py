@@ -258,7 +258,10 @@ IMPORT_CHECKS = [
     pytest.param("import catp_agent.records", ("transformers", "gymnasium", "playwright"), id="records-no-transformers"),
     pytest.param("import catp_agent.methods", ("transformers", "gymnasium", "playwright"), id="methods-no-transformers"),
     pytest.param("import envs", ("torch", "transformers", "catp_agent", "policies", "playwright"), id="envs-no-torch"),
-    pytest.param("import catp_agent", ("torch", "transformers", "gymnasium", "playwright", "envs"), id="catp_agent-lazy"),
+    pytest.param("import catp_agent", ("torch", "transformers", "gymnasium", "playwright", "envs", "browsergym", "agentlab"),
+                 id="catp_agent-lazy"),
+    pytest.param("import catp_agent.harness.evaluation, catp_agent.harness.cli, policies.vlm",
+                 ("playwright", "browsergym", "agentlab"), id="harness-no-browsergym"),
     pytest.param("from catp_agent.harness.cli import main; main(['tasks'])", ("torch", "transformers"),
                  id="tasks-command-no-torch"),
 ]

@@ -51,7 +51,9 @@ def one_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------------ tasks
 def check_tasks(tasks: Iterable[str]) -> None:
-    """Every id must be registered (``catp-agent tasks`` lists them); suggests close matches."""
+    """Every id must be registered (``catp-agent tasks`` lists them); suggests close matches.
+    BrowserGym ids (``browsergym/miniwob.click-button``) must be tasks of an installed BrowserGym
+    benchmark."""
     import envs
 
     known = envs.list_tasks()
@@ -59,11 +61,29 @@ def check_tasks(tasks: Iterable[str]) -> None:
     for task in tasks:
         if task in registered:
             continue
+        if task.startswith("browsergym/"):
+            _check_browsergym_task(task)
+            continue
         guesses = [t for t in (envs.env_id(task.removeprefix(envs.ENV_ID_PREFIX).removesuffix("-v0")),)
                    if t in registered]
         guesses += [t for t in difflib.get_close_matches(task, known, n=3, cutoff=0.6) if t not in guesses]
         hint = f" (did you mean {' or '.join(repr(g) for g in guesses[:3])}?)" if guesses else ""
         raise ValueError(f"unknown task {_cut(task)!r}{hint}; `catp-agent tasks` lists the {len(known)} registered ids")
+
+
+def _check_browsergym_task(task: str) -> None:
+    try:
+        from catp_agent.harness.browsergym.support import browsergym_task_ids
+
+        benchmark = task.removeprefix("browsergym/").split(".", 1)[0]
+        known = browsergym_task_ids(benchmark)
+    except ImportError as exc:
+        raise ValueError(f"task {_cut(task)!r} is a BrowserGym task: {exc}") from None
+    if task not in known:
+        close = difflib.get_close_matches(task, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(g) for g in close)}?)" if close else ""
+        raise ValueError(f"unknown BrowserGym task {_cut(task)!r}{hint}; BrowserGym's {benchmark} has "
+                         f"{len(known)} tasks, e.g. {known[0]!r}" if known else f"no tasks in BrowserGym's {benchmark}")
 
 
 def check_policy(name: str) -> None:

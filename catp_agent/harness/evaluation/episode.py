@@ -44,10 +44,16 @@ StepCallback = Callable[[int, dict[str, Any], dict[str, Any], StepReport | None]
 
 
 def make_env(task: str, *, max_steps: int | None = None, viewport: tuple[int, int] | None = None) -> Any:
-    """``gymnasium.make(task)`` after importing ``envs`` (which registers the ``catp/...`` ids).
+    """``gymnasium.make(task)`` after importing ``envs`` (which registers the ``catp/...`` ids);
+    a BrowserGym id (``browsergym/miniwob.click-button``) gives its task behind our env interface
+    (:class:`catp_agent.harness.browsergym.env.BrowserGymTaskEnv`).
 
     ``max_steps`` and ``viewport`` override the task's defaults when given.
     """
+    if task.startswith("browsergym/"):
+        from catp_agent.harness.browsergym.env import make_browsergym_env
+
+        return make_browsergym_env(task, max_steps=max_steps, viewport=viewport)
     import gymnasium
 
     import envs  # noqa: F401 - registers the catp/... ids
