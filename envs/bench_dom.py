@@ -13,6 +13,8 @@ Run it with ``python -m envs bench-dom`` (``--json`` for machine-readable output
 
 from __future__ import annotations
 
+import os
+import platform
 import random
 import statistics
 import tempfile
@@ -78,6 +80,7 @@ def bench_dom(sizes: tuple[int, ...] = DEFAULT_SIZES, steps: int = 20, rounds: i
     from envs.web_env import WebEnv
 
     register_task(DomSizeTask)
+    load_before = os.getloadavg()
     # Generous reset limits: building a page of 200k nodes alone takes seconds; steps keep theirs.
     made = [WebEnv("dom-size", max_steps=steps * rounds + 10, task_options={"nodes": n},
                    reset_timeout_ms=120_000, navigation_timeout_ms=110_000) for n in sizes]
@@ -112,7 +115,10 @@ def bench_dom(sizes: tuple[int, ...] = DEFAULT_SIZES, steps: int = 20, rounds: i
         rows.append({"nodes": n, "dom_nodes": real_nodes.get(n), "step_median_ms": round(step, 1),
                      "step_ratio": round(step / base_step, 2), "reset_median_ms": round(reset, 1),
                      "reset_ratio": round(reset / base_reset, 2)})
-    return {"steps": steps, "rounds": rounds, "results": rows}
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
+               "load_average_before": [round(v, 2) for v in load_before],
+               "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+    return {"steps": steps, "rounds": rounds, "machine": machine, "results": rows}
 
 
 def format_dom_table(report: dict[str, Any]) -> str:
@@ -122,4 +128,7 @@ def format_dom_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         lines.append(f"| {r['nodes']:,} / {r['dom_nodes']:,} | {r['step_median_ms']} | {r['step_ratio']}x | "
                      f"{r['reset_median_ms']} | {r['reset_ratio']}x |")
+    m = report["machine"]
+    lines.append(f"\n{report['rounds']} rounds x {report['steps']} steps per size; {m['cpus']} CPUs; load average "
+                 f"(1/5/15 min) {m['load_average_before']} before, {m['load_average_after']} after")
     return "\n".join(lines)

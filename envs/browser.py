@@ -375,13 +375,15 @@ class BrowserSession:
 
     def settle(self) -> None:
         """Let a frame render and any navigation the action started finish loading (at most
-        ``action_timeout_ms``; the env's step limit stops a page that never answers)."""
+        ``action_timeout_ms``, and at most 40 % of ``step_timeout_ms``, so that a page that
+        never finishes loading, e.g. one reloading itself, leaves the step time to observe it)."""
         try:
             self.page.evaluate(SETTLE_JS)
         except Exception:  # noqa: BLE001 - a navigation replaced the document: wait for it
             if not self.alive:
                 raise
-            self.page.wait_for_load_state("load", timeout=self.config.action_timeout_ms)
+            wait_ms = min(self.config.action_timeout_ms, 0.4 * self.config.step_timeout_ms)
+            self.page.wait_for_load_state("load", timeout=wait_ms)
 
     def collect_events(self) -> None:
         """Add what the page guard and the proxy recorded since the last collection to
