@@ -9,16 +9,14 @@ may visit (the last two are found by the elementFromPoint grid).
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Iterator
 
 import gymnasium
 import pytest
+from conftest import register_probe_page
 
-import envs
 from envs.elements import MAX_VISITS
-from envs.tasks import PageTask, register_task
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -51,21 +49,7 @@ def env(restored_registries: None, tmp_path_factory: pytest.TempPathFactory) -> 
     folder: Path = tmp_path_factory.mktemp("walk")
     (folder / "index.html").write_text(PAGE, encoding="utf-8")
 
-    class WalkTask(PageTask):
-        name = "walk"
-        pages_dir = folder
-
-        def generate(self, rng: random.Random) -> dict[str, Any]:
-            return {}
-
-        def instruction(self, spec: dict[str, Any]) -> str:
-            return "Nothing to do."
-
-        def is_success(self, state: dict[str, Any], spec: dict[str, Any]) -> bool:
-            return False
-
-    register_task(WalkTask)
-    with gymnasium.make(envs.register_env("walk", max_steps=10)) as env:
+    with gymnasium.make(register_probe_page("walk", folder)) as env:
         yield env
 
 

@@ -9,15 +9,13 @@ and reads it again from the new episode's page.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any, Iterator
 
 import gymnasium
 import pytest
+from conftest import register_probe_page
 
-import envs
-from envs.tasks import PageTask, register_task
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -65,21 +63,7 @@ def task_id(restored_registries: None, tmp_path_factory: pytest.TempPathFactory)
     (folder / "index.html").write_text(PAGE, encoding="utf-8")
     (folder / "sw.js").write_text("self.addEventListener('fetch', () => {});", encoding="utf-8")
 
-    class IsolationTask(PageTask):
-        name = "isolation"
-        pages_dir = folder
-
-        def generate(self, rng: random.Random) -> dict[str, Any]:
-            return {}
-
-        def instruction(self, spec: dict[str, Any]) -> str:
-            return "Nothing to do."
-
-        def is_success(self, state: dict[str, Any], spec: dict[str, Any]) -> bool:
-            return False
-
-    register_task(IsolationTask)
-    yield envs.register_env("isolation", max_steps=5)
+    yield register_probe_page("isolation", folder, max_steps=5)
 
 
 def _page(env: gymnasium.Env, script: str) -> Any:
