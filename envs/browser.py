@@ -1,7 +1,7 @@
 """One Chromium, driven through sync Playwright: episodes, guards, actions and screenshots.
 
 A :class:`BrowserSession` owns one Playwright instance and one browser, reused across
-episodes; each episode gets a fresh context and page (clean cookies and storage). Its methods
+episodes; each episode gets a fresh context and page (nothing an earlier one stored is readable). Its methods
 must run on the thread of the env's :class:`envs.worker.PlaywrightThread`, except
 :meth:`BrowserSession.kill` and :meth:`BrowserSession.release`, which work from any thread and
 on a browser that no longer answers.
