@@ -167,8 +167,9 @@ def test_a_huge_page_at_load_ends_within_the_limits(task_id: str, load: str) -> 
         start = time.monotonic()
         obs, info = env.reset(seed=0)
         assert time.monotonic() - start < config.reset_timeout_ms / 1000 + 3
-        if "error" in info:  # Chromium's own layout of the page ran past the limit
-            assert f"the page did not answer within {config.reset_timeout_ms / 1000:g} s" in info["error"]
+        if "error" in info:  # Chromium's own layout of the page ran past a limit (an overloaded machine)
+            assert (f"the page did not answer within {config.reset_timeout_ms / 1000:g} s" in info["error"]
+                    or f"Timeout {config.navigation_timeout_ms}ms exceeded" in info["error"]), info["error"]
         else:
             assert 0 < len(info["elements"]) <= 1000
             if load == "text":
