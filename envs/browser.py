@@ -1,8 +1,8 @@
 """One Chromium, driven through sync Playwright: episodes, guards, actions and screenshots.
 
 A :class:`BrowserSession` owns one Playwright instance and one browser, reused across
-episodes; each episode gets a fresh context and page (nothing an earlier one stored is readable). Its methods
-must run on the thread of the env's :class:`envs.worker.PlaywrightThread`, except
+episodes; each episode gets a fresh context and page (nothing an earlier one stored is
+readable). Its methods must run on the thread of the env's :class:`envs.worker.PlaywrightThread`, except
 :meth:`BrowserSession.kill` and :meth:`BrowserSession.release`, which work from any thread and
 on a browser that no longer answers.
 
@@ -38,8 +38,8 @@ from PIL import Image
 
 from envs.actions import PRIMITIVES, Action
 from envs.config import CONTAINMENT_ARGS, WebEnvConfig
-from envs.elements import (ELEMENTS_JS, FOCUS_JS, GRID_BUDGET_MS, GRID_STEP, INTERACTIVE_SELECTOR, LOCATE_JS, MAX_ELEMENTS,
-                           MAX_VISITS, SCROLL_JS, SETTLE_JS, normalise_elements)
+from envs.elements import (ELEMENTS_JS, FOCUS_JS, GRID_BUDGET_MS, GRID_STEP, INTERACTIVE_SELECTOR, LOCATE_JS,
+                           MAX_ELEMENTS, MAX_VISITS, SCROLL_JS, SETTLE_JS, normalise_elements)
 from envs.events import MAX_EVENTS, EpisodeEvents
 from envs.page_guard import PageEvents, guard_key, guard_script, take_js
 from envs.server import RefusingProxy

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["BROWSER_SERVICE_DOMAINS", "CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "JS_HEAP_CAP_MB", "RESERVED_FLAGS",
+__all__ = ["BROWSER_SERVICE_DOMAINS", "CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "JS_HEAP_CAP_MB",
+           "RESERVED_FLAGS",
            "WebEnvConfig", "is_browser_service"]
 
 DEFAULT_EXECUTABLE = "/usr/bin/chromium"

@@ -11,17 +11,17 @@ The list costs what the viewport holds, not what the document holds: the page is
 long lists of children (more than 32) at the first child that reaches it, by binary search;
 at most :data:`MAX_VISITS` elements are looked at. The viewport is then sampled with
 ``elementFromPoint`` on grids down to :data:`GRID_STEP` CSS pixels, for at most
-:data:`GRID_BUDGET_MS`, which adds what the walk could not reach (a fixed-position child of a skipped box, content that overflows its parent). Text is
-read from at most a few thousand characters of an element's text nodes, so a 20 MB text node
-costs what a short one does.
+:data:`GRID_BUDGET_MS`, which adds what the walk could not reach (a fixed-position child of a
+skipped box, content that overflows its parent). Text is read from at most a few thousand
+characters of an element's text nodes, so a 20 MB text node costs what a short one does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ELEMENTS_JS", "FOCUS_JS", "GRID_BUDGET_MS", "GRID_STEP", "INTERACTIVE_SELECTOR", "LOCATE_JS", "MAX_ELEMENTS", "MAX_VISITS",
-           "SCROLL_JS", "SETTLE_JS", "normalise_elements"]
+__all__ = ["ELEMENTS_JS", "FOCUS_JS", "GRID_BUDGET_MS", "GRID_STEP", "INTERACTIVE_SELECTOR", "LOCATE_JS", "MAX_ELEMENTS",
+           "MAX_VISITS", "SCROLL_JS", "SETTLE_JS", "normalise_elements"]
 
 MAX_ELEMENTS = 1000
 """At most this many elements are listed (a hostile page may have millions)."""
