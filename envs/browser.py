@@ -375,14 +375,14 @@ class BrowserSession:
 
     def settle(self) -> None:
         """Let a frame render and any navigation the action started finish loading (at most
-        ``action_timeout_ms``, and at most 40 % of ``step_timeout_ms``, so that a page that
+        ``action_timeout_ms``, and at most 25 % of ``step_timeout_ms``, so that a page that
         never finishes loading, e.g. one reloading itself, leaves the step time to observe it)."""
         try:
             self.page.evaluate(SETTLE_JS)
         except Exception:  # noqa: BLE001 - a navigation replaced the document: wait for it
             if not self.alive:
                 raise
-            wait_ms = min(self.config.action_timeout_ms, 0.4 * self.config.step_timeout_ms)
+            wait_ms = min(self.config.action_timeout_ms, 0.25 * self.config.step_timeout_ms)
             self.page.wait_for_load_state("load", timeout=wait_ms)
 
     def collect_events(self) -> None:

@@ -26,6 +26,7 @@ NAVIGATION_ERRORS: tuple[str, ...] = (
     "frame got detached",
     "interrupted by another navigation",
     "Not attached to an active page",  # CDP, between a navigation's commit and its new document
+    "Unable to capture screenshot",  # CDP Page.captureScreenshot while a new document has no frame yet
 )
 """Parts of Playwright's error messages that mean "the document was replaced under the call"."""
 

@@ -66,7 +66,7 @@ its Playwright thread (busy draining a flood of events) and starts a new one at 
 
 _FORGET_S = 0.5
 """How long a call waits for Playwright to let go of its frames (see ``WebEnv._call``)."""
-_OBSERVE_SHARE = 0.75
+_OBSERVE_SHARE = 0.5
 """Observations interrupted by the page's own navigation are retried until this share of the
 step's (or reset's) hard limit has passed since it began, leaving time to return before it."""
 

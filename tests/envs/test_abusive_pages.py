@@ -138,7 +138,7 @@ def test_a_download_storm_writes_nothing_and_is_reported(env: gymnasium.Env) -> 
 def test_a_page_that_reloads_itself_is_observed_not_a_browser_failure(env: gymnasium.Env) -> None:
     obs, info = env.reset(seed=0)
     obs, terminated, info = _within_step(env, click_on(info, "reload_once"))
-    assert not terminated and "error" not in info
+    assert not terminated and "error" not in info, info.get("error")
     obs, terminated, info = _within_step(env, click_on(info, "reload_loop"))
     for _ in range(4):  # a reload every 20 ms: every observation races a navigation
         assert not terminated and "error" not in info, info.get("error")
