@@ -6,6 +6,7 @@ Usage::
     python -m envs solve catp/login-v0 --seed 3           # watch the oracle solve it
     python -m envs solve catp/miniwob.click-tab-v0 --seed 0 --screenshots /tmp/shots
     python -m envs bench [--json] [--episodes 20]         # latency benchmark
+    python -m envs bench-dom [--json] [--rounds 3]        # step time against page size (1k-200k nodes)
     python -m envs miniwob-report                         # writes envs/miniwob_report.md
     python -m envs soak --episodes 200 --every 20         # do processes and fds stay flat?
 """
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--episodes", type=int, default=20)
     bench.add_argument("--ids", nargs="+", default=None, help="env ids to measure")
+    dom = sub.add_parser("bench-dom", help="step time against page size (1k-200k nodes), as ratios in one run")
+    dom.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    dom.add_argument("--sizes", nargs="+", type=int, default=None, help="page sizes in nodes (default 1k-200k)")
+    dom.add_argument("--steps", type=int, default=20, help="steps per size and round")
+    dom.add_argument("--rounds", type=int, default=3, help="rounds over all sizes")
     sub.add_parser("miniwob-report", help="check all MiniWoB tasks; write envs/miniwob_report.md")
     soak = sub.add_parser("soak", help="many oracle episodes in one env; print process and fd counts")
     soak.add_argument("--id", default="catp/login-v0", help="env id (default catp/login-v0)")
@@ -104,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--episodes must be at least 1, got {args.episodes}")
         report = run_benchmark(tuple(args.ids or DEFAULT_IDS), episodes=args.episodes)
         print(json.dumps(report, indent=2) if args.json else format_table(report))
+        return 0
+    if args.command == "bench-dom":
+        from envs.bench_dom import DEFAULT_SIZES, bench_dom, format_dom_table
+
+        if args.steps < 1 or args.rounds < 1:
+            parser.error(f"--steps and --rounds must be at least 1, got {args.steps} and {args.rounds}")
+        report = bench_dom(tuple(args.sizes or DEFAULT_SIZES), steps=args.steps, rounds=args.rounds)
+        print(json.dumps(report, indent=2) if args.json else format_dom_table(report))
         return 0
     if args.command == "miniwob-report":
         from envs.miniwob_report import REPORT_PATH, build_report

@@ -1,8 +1,8 @@
 """One Chromium, driven through sync Playwright: episodes, guards, actions and screenshots.
 
 A :class:`BrowserSession` owns one Playwright instance and one browser, reused across
-episodes; each episode gets a fresh context and page (clean cookies and storage). Its methods
-must run on the thread of the env's :class:`envs.worker.PlaywrightThread`, except
+episodes; each episode gets a fresh context and page (nothing an earlier one stored is
+readable). Its methods must run on the thread of the env's :class:`envs.worker.PlaywrightThread`, except
 :meth:`BrowserSession.kill` and :meth:`BrowserSession.release`, which work from any thread and
 on a browser that no longer answers.
 
@@ -25,6 +25,7 @@ Containment has two layers:
 
 from __future__ import annotations
 
+import base64
 import inspect
 import io
 import os
@@ -39,8 +40,8 @@ from PIL import Image
 
 from envs.actions import PRIMITIVES, Action
 from envs.config import CONTAINMENT_ARGS, WebEnvConfig
-from envs.elements import (ELEMENTS_JS, FOCUS_JS, INTERACTIVE_SELECTOR, LOCATE_JS, MAX_ELEMENTS, SCROLL_JS,
-                           SETTLE_JS, normalise_elements)
+from envs.elements import (ELEMENTS_JS, FOCUS_JS, GRID_BUDGET_MS, GRID_STEP, INTERACTIVE_SELECTOR, LOCATE_JS,
+                           MAX_ELEMENTS, MAX_VISITS, SCROLL_JS, SETTLE_JS, normalise_elements)
 from envs.events import MAX_EVENTS, EpisodeEvents
 from envs.page_guard import PageEvents, guard_key, guard_script, take_js
 from envs.server import RefusingProxy
@@ -82,6 +83,7 @@ class BrowserSession:
         self._pw: Any = None
         self._browser: Any = None
         self._context: Any = None
+        self._cdp: Any = None  # the episode page's CDP session (screenshots)
         self.page: Any = None
         self._allow: Callable[[str], bool] = lambda url: True
         self._disconnected = False
@@ -103,6 +105,13 @@ class BrowserSession:
             and not self._page_crashed
             and self._browser.is_connected()
         )
+
+    def death(self) -> str:
+        """Why the episode cannot go on: the page's renderer crashed, or the browser is gone."""
+        if self._page_crashed and not self._disconnected:
+            return ("the page crashed (its renderer ended: out of memory, e.g. past the JavaScript heap "
+                    "cap set by --js-flags=--max-old-space-size, or killed); the next reset() starts afresh")
+        return "the browser is not running"
 
     def launch(self) -> None:
         """Start Playwright and Chromium if they are not running (relaunch after a death)."""
@@ -153,7 +162,7 @@ class BrowserSession:
                     obj.close()
                 except Exception:  # noqa: BLE001 - it may be dead already; nothing to recover
                     pass
-        self._context = self.page = self._browser = None
+        self._context = self.page = self._browser = self._cdp = None
 
     def close(self) -> None:
         """Close the browser and stop Playwright, then :meth:`release`. Idempotent."""
@@ -200,11 +209,12 @@ class BrowserSession:
 
     # ------------------------------------------------------------------ episodes
     def new_episode(self, allow: Callable[[str], bool]) -> Any:
-        """Start an episode guarded by ``allow``; return the page.
+        """Start an episode guarded by ``allow`` in a fresh browser context; return its page.
 
-        The context and page are kept between episodes (a new renderer costs ~150 ms);
-        cookies and web storage are cleared, and the next ``goto`` replaces the document.
-        A crashed or closed page, or a dead browser, gets a fresh context.
+        The browser process is reused, but every episode gets a new context (Chromium's
+        incognito-like profile): nothing a page stored in an earlier episode (cookies, web
+        storage, IndexedDB, the Cache API, service workers, ``window.name``, history,
+        permissions, the HTTP cache) is readable in this one. The old context is closed first.
         """
         self.launch()
         self._allow = allow
@@ -213,19 +223,7 @@ class BrowserSession:
             self.proxy.take()  # refusals before this episode (the browser's start) are not its
         vw, vh = self.config.viewport
         self._mouse = (vw / 2, vh / 2)
-        if self._context is None or self.page is None or self.page.is_closed() or self._page_crashed:
-            self._open_context()
-            return self.page
-        self._context.clear_cookies()
-        if self.page.url.startswith("http"):
-            try:
-                self.page.evaluate(take_js(self._guard_key))  # the last episode's, unread
-                self.page.evaluate("() => { try { localStorage.clear(); sessionStorage.clear(); } catch (e) {} }")
-            except Exception:  # noqa: BLE001 - a document without storage: nothing to clear
-                pass
-        for extra in self._context.pages:
-            if extra is not self.page:
-                extra.close()
+        self._open_context()
         return self.page
 
     def _open_context(self) -> None:
@@ -252,8 +250,10 @@ class BrowserSession:
         page.on("websocket", self._on_websocket)
         page.on("console", self._on_console)
         page.on("framenavigated", self._on_frame_navigated)
+        page.on("download", self._on_download)
         ctx.on("page", self._on_popup)
         self._context, self.page = ctx, page
+        self._cdp = ctx.new_cdp_session(page)
 
     def _allowed(self, url: str) -> bool:
         try:
@@ -308,6 +308,11 @@ class BrowserSession:
         except Exception:  # noqa: BLE001 - the dialog may have closed itself
             pass
 
+    def _on_download(self, download: Any) -> None:
+        # One the page guard did not stop (a response with Content-Disposition, a frame):
+        # Chromium refuses it (Playwright sets Browser.setDownloadBehavior "deny" on the context).
+        self.events.download(download.url)
+
     def _on_crash(self, *_: Any) -> None:
         self._page_crashed = True
 
@@ -336,7 +341,7 @@ class BrowserSession:
             playwright Error: for other failures (the env turns them into a message).
         """
         if not self.alive:
-            raise BrowserDied("the browser is not running")
+            raise BrowserDied(self.death())
         return getattr(self, f"_act_{action.name}")(*action.args)
 
     def _act_click(self, x: float, y: float) -> str:
@@ -385,13 +390,15 @@ class BrowserSession:
 
     def settle(self) -> None:
         """Let a frame render and any navigation the action started finish loading (at most
-        ``action_timeout_ms``; the env's step limit stops a page that never answers)."""
+        ``action_timeout_ms``, and at most 25 % of ``step_timeout_ms``, so that a page that
+        never finishes loading, e.g. one reloading itself, leaves the step time to observe it)."""
         try:
             self.page.evaluate(SETTLE_JS)
         except Exception:  # noqa: BLE001 - a navigation replaced the document: wait for it
             if not self.alive:
                 raise
-            self.page.wait_for_load_state("load", timeout=self.config.action_timeout_ms)
+            wait_ms = min(self.config.action_timeout_ms, 0.25 * self.config.step_timeout_ms)
+            self.page.wait_for_load_state("load", timeout=wait_ms)
 
     def collect_events(self) -> None:
         """Add what the page guard and the proxy recorded since the last collection to
@@ -409,7 +416,12 @@ class BrowserSession:
     # -------------------------------------------------------------- observation
     def screenshot(self) -> np.ndarray:
         """The viewport as an RGB uint8 array of shape ``config.screenshot_shape``."""
-        png = self.page.screenshot(type="png", timeout=self.config.action_timeout_ms)
+        # Straight from the compositor (CDP Page.captureScreenshot): Playwright's page.screenshot
+        # hides the caret with a style it adds to and removes from every document around each
+        # shot (two style passes over the whole DOM, 1-2 s at 100k nodes) and waits on scripts
+        # in the page, which a page reloading itself every 20 ms never lets finish. The page
+        # guard hides the caret once per document instead.
+        png = base64.b64decode(self._cdp.send("Page.captureScreenshot", {"format": "png"})["data"])
         image = Image.open(io.BytesIO(png)).convert("RGB")
         array = np.asarray(image, dtype=np.uint8)
         h, w, _ = self.config.screenshot_shape
@@ -424,7 +436,8 @@ class BrowserSession:
         """Visible interactive elements (see :mod:`envs.elements`)."""
         raw = self.page.evaluate(
             ELEMENTS_JS,
-            [INTERACTIVE_SELECTOR, self.config.device_scale_factor, extra_selector or "", max_text, MAX_ELEMENTS],
+            [INTERACTIVE_SELECTOR, self.config.device_scale_factor, extra_selector or "", max_text, MAX_ELEMENTS,
+             MAX_VISITS, GRID_STEP, GRID_BUDGET_MS],
         )
         return normalise_elements(raw)
 

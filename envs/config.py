@@ -5,10 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["BROWSER_SERVICE_DOMAINS", "CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "RESERVED_FLAGS",
+__all__ = ["BROWSER_SERVICE_DOMAINS", "CHROMIUM_ARGS", "CONTAINMENT_ARGS", "DEFAULT_EXECUTABLE", "JS_HEAP_CAP_MB",
+           "RESERVED_FLAGS",
            "WebEnvConfig", "is_browser_service"]
 
 DEFAULT_EXECUTABLE = "/usr/bin/chromium"
+
+JS_HEAP_CAP_MB = 1024
+"""Cap on each renderer's JavaScript heap (V8's old space), in MiB: a page that allocates past
+it crashes its renderer, which ends the episode with a clear error; the next reset starts a
+fresh context in the same browser. (ArrayBuffers live outside this heap.)"""
 
 CHROMIUM_ARGS: tuple[str, ...] = (
     "--headless",
@@ -21,10 +27,13 @@ CHROMIUM_ARGS: tuple[str, ...] = (
     "--disable-sync",
     "--dns-prefetch-disable",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    f"--js-flags=--max-old-space-size={JS_HEAP_CAP_MB}",
 )
-"""Launch flags measured to work on the development machines (see platform notes). The last two
-keep Chromium from resolving any host name (defence in depth: every connection already goes
-through the env's refusing proxy, see :data:`CONTAINMENT_ARGS`)."""
+"""Launch flags measured to work on the development machines (see platform notes). The
+``--dns-prefetch-disable`` and ``--host-resolver-rules`` flags keep Chromium from resolving any
+host name (defence in depth: every connection already goes through the env's refusing proxy,
+see :data:`CONTAINMENT_ARGS`); ``--js-flags`` caps each page's JavaScript heap
+(:data:`JS_HEAP_CAP_MB`)."""
 
 CONTAINMENT_ARGS: tuple[str, ...] = (
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",

@@ -1,6 +1,6 @@
 """What the env reports about a page's attempts: one episode's event logs, and each step's messages.
 
-Three logs (blocked requests, dismissed dialogs, closed pop-ups) keep at most
+Four logs (blocked requests, dismissed dialogs, closed pop-ups, refused downloads) keep at most
 :data:`MAX_EVENTS` entries per episode each, and every event is counted, listed or not, with
 the ``window.open`` calls the page guard refused (:mod:`envs.page_guard`). A step's
 ``last_action_error`` gets one message per blocked request, and a summary with a count for
@@ -13,7 +13,7 @@ from __future__ import annotations
 import urllib.parse
 
 from envs.config import is_browser_service
-from envs.page_guard import MAX_POPUPS_PER_STEP, PageEvents
+from envs.page_guard import MAX_HISTORY_PER_STEP, MAX_POPUPS_PER_STEP, PageEvents
 
 __all__ = ["LISTED_PER_STEP", "MAX_EVENTS", "EpisodeEvents"]
 
@@ -23,7 +23,7 @@ episode; later ones are counted (a page may fire requests in a loop)."""
 LISTED_PER_STEP = 3
 """Dialogs or pop-ups of one step named one by one in ``last_action_error``; more are summarised."""
 
-_COUNTED = ("blocked_requests", "dialogs", "closed_popups", "refused_popups")
+_COUNTED = ("blocked_requests", "dialogs", "closed_popups", "downloads", "refused_popups", "refused_history")
 
 
 class EpisodeEvents:
@@ -33,14 +33,18 @@ class EpisodeEvents:
         blocked_requests: URLs (or the proxy's ``"CONNECT host:port"``) refused, first 500.
         dialogs: ``"alert: text"`` of dialogs dismissed, first 500.
         closed_popups: URLs of pop-ups closed, first 500.
+        downloads: URLs of downloads refused (in the page, or by the browser), first 500.
         counts: every event counted, listed or not: ``blocked_requests``, ``dialogs``,
-            ``closed_popups``, ``refused_popups`` (``window.open`` calls refused in the page).
+            ``closed_popups``, ``downloads``, ``refused_popups`` (``window.open`` calls refused
+            in the page) and ``refused_history`` (``history.pushState``/``replaceState`` calls
+            past the per-step cap).
     """
 
     def __init__(self) -> None:
         self.blocked_requests: list[str] = []
         self.dialogs: list[str] = []
         self.closed_popups: list[str] = []
+        self.downloads: list[str] = []
         self.counts: dict[str, int] = dict.fromkeys(_COUNTED, 0)
         self._notes: list[str] = []  # one per listed blocked request
         self._dropped = 0
@@ -68,6 +72,10 @@ class EpisodeEvents:
         """A pop-up closed."""
         self._record("closed_popups", url[:2000])
 
+    def download(self, url: str) -> None:
+        """A refused download."""
+        self._record("downloads", url[:2000])
+
     def unlisted(self, name: str, count: int) -> None:
         """``count`` more events of log ``name`` that the page counted but did not list."""
         if count > 0:
@@ -85,8 +93,12 @@ class EpisodeEvents:
         for urls in found.webrtc:
             self.block(f"RTCPeerConnection({urls})", "refused")
         self.unlisted("dialogs", found.dialog_count - len(found.dialogs))
+        for url in found.downloads:
+            self.download(url)
         self.unlisted("blocked_requests", found.webrtc_count - len(found.webrtc))
+        self.unlisted("downloads", found.download_count - len(found.downloads))
         self.refuse_popups(found.refused_popups)
+        self.counts["refused_history"] += found.refused_history
 
     def add_proxy_refusals(self, lines: list[str]) -> None:
         """Add the refusing proxy's refusals (``"CONNECT host:443"``, ``"GET http://..."``) since
@@ -105,7 +117,8 @@ class EpisodeEvents:
     def mark(self) -> dict[str, int]:
         """Where the logs stand now (pass to :meth:`messages_since`)."""
         return {**self.counts, "notes": len(self._notes), "dropped": self._dropped,
-                "dialog_list": len(self.dialogs), "popup_list": len(self.closed_popups)}
+                "dialog_list": len(self.dialogs), "popup_list": len(self.closed_popups),
+                "download_list": len(self.downloads)}
 
     def messages_since(self, mark: dict[str, int]) -> list[str]:
         """Messages for the events after ``mark``, for ``last_action_error``."""
@@ -114,10 +127,16 @@ class EpisodeEvents:
                          self.counts["dialogs"] - mark["dialogs"], "({})")
         msgs += _summary("closed pop-up", "closed {n} pop-ups", self.closed_popups[mark["popup_list"]:],
                          self.counts["closed_popups"] - mark["closed_popups"], "{}")
+        msgs += _summary("refused download of", "refused {n} downloads", self.downloads[mark["download_list"]:],
+                         self.counts["downloads"] - mark["downloads"], "{}")
         refused = self.counts["refused_popups"] - mark["refused_popups"]
         if refused:
             msgs.append(f"refused {refused} window.open call(s) or new-window link(s): more than "
                         f"{MAX_POPUPS_PER_STEP} pop-ups in one step")
+        history = self.counts["refused_history"] - mark["refused_history"]
+        if history:
+            msgs.append(f"refused {history} history.pushState/replaceState call(s): more than "
+                        f"{MAX_HISTORY_PER_STEP} in one step")
         if self._dropped > mark["dropped"]:
             msgs.append(f"{self._dropped - mark['dropped']} more events not listed "
                         f"(each log keeps {MAX_EVENTS} per episode)")

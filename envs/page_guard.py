@@ -38,17 +38,19 @@ from __future__ import annotations
 import json
 import secrets
 
-__all__ = ["MAX_POPUPS_PER_STEP", "PageEvents", "guard_key", "guard_script", "take_js"]
+__all__ = ["MAX_HISTORY_PER_STEP", "MAX_POPUPS_PER_STEP", "PageEvents", "guard_key", "guard_script", "take_js"]
 
 MAX_POPUPS_PER_STEP = 20
 """``window.open`` calls allowed per step (between two reads of the record); later ones return null."""
+MAX_HISTORY_PER_STEP = 100
+"""``history.pushState`` / ``replaceState`` calls allowed per step; later ones do nothing."""
 
 _SCRIPT = """(() => {
-  const KEY = __KEY__, CAP = __CAP__, MAX = __MAX__;
+  const KEY = __KEY__, CAP = __CAP__, MAX = __MAX__, HISTORY_CAP = __HISTORY_CAP__;
   let rec = null;
   if (window === window.top) {
     const log = [];
-    let counts = {}, opens = 0, refused = 0;
+    let counts = {}, opens = 0, refused = 0, moves = 0, refusedHistory = 0;
     rec = Object.freeze({
       note(kind, detail) {
         counts[kind] = (counts[kind] || 0) + 1;
@@ -58,9 +60,10 @@ _SCRIPT = """(() => {
         log.push([kind, text.slice(0, 300)]);
       },
       open() { if (opens < CAP) { opens++; return true; } refused++; return false; },
+      history() { if (moves < HISTORY_CAP) { moves++; return true; } refusedHistory++; return false; },
       take() {
-        const out = {log: log.splice(0, log.length), counts: counts, refused: refused};
-        counts = {}; refused = 0; opens = 0;
+        const out = {log: log.splice(0, log.length), counts: counts, refused: refused, refusedHistory: refusedHistory};
+        counts = {}; refused = 0; opens = 0; moves = 0; refusedHistory = 0;
         return out;
       },
     });
@@ -72,16 +75,25 @@ _SCRIPT = """(() => {
         log.push(...left.log.slice(0, MAX));
         counts = left.counts;
         refused = left.refused;
+        refusedHistory = left.refusedHistory || 0;
       }
     } catch (e) {}
     window.addEventListener('pagehide', () => {
       const out = rec.take();
-      if (!out.log.length && !out.refused) return;
+      if (!out.log.length && !out.refused && !out.refusedHistory) return;
       try { sessionStorage.setItem(KEY, JSON.stringify(out)); } catch (e) {}
     });
   } else {
     try { rec = window.top[KEY] || null; } catch (e) { rec = null; }
   }
+  // No text caret in screenshots (it blinks, so it would make them differ from run to run);
+  // set once per document, instead of Playwright's style pass over the DOM per screenshot.
+  const hideCaret = () => {
+    const style = document.createElement('style');
+    style.textContent = '*, *::before, *::after { caret-color: transparent !important; }';
+    (document.head || document.documentElement).appendChild(style);
+  };
+  if (document.documentElement) hideCaret(); else document.addEventListener('readystatechange', hideCaret, {once: true});
   if (!rec) return;  // a frame of another origin: Playwright's handlers deal with it
   // The wrappers take the natives' places with the natives' attributes (writable, configurable),
   // so that a page declaring its own global "function open()" still loads; the page can
@@ -108,6 +120,31 @@ _SCRIPT = """(() => {
     if (!link || ['', '_self', '_parent', '_top'].includes(link.target.toLowerCase())) return;
     if (!rec.open()) event.preventDefault();
   }, true);
+  // Downloads are refused here, before Chromium starts one: a download it starts streams into a
+  // temporary file even when the protocol (Browser.setDownloadBehavior "deny") refuses it.
+  const isDownload = (link) => link.hasAttribute('download') || /^(blob|data):/i.test(link.getAttribute('href') || '');
+  window.addEventListener('click', (event) => {
+    const link = event.target && event.target.closest ? event.target.closest('a[href], area[href]') : null;
+    if (!link || !isDownload(link)) return;
+    event.preventDefault();
+    rec.note('download', link.href);
+  }, true);
+  const click = HTMLElement.prototype.click;
+  for (const Link of [HTMLAnchorElement, HTMLAreaElement]) {  // a detached link's click() reaches no listener
+    Object.defineProperty(Link.prototype, 'click', {value: function () {
+      if (!this.isConnected && this.hasAttribute('href') && isDownload(this)) { rec.note('download', this.href); return; }
+      return click.call(this);
+    }, writable: true, configurable: true});
+  }
+  // History floods: each pushState is a navigation event for the env, and Chromium's own
+  // throttle logs a console warning per call past it; a step allows HISTORY_CAP of them.
+  for (const name of ['pushState', 'replaceState']) {
+    const native = History.prototype[name];
+    Object.defineProperty(History.prototype, name, {value: function (...args) {
+      if (!rec.history()) return undefined;
+      return native.apply(this, args);
+    }, writable: true, configurable: true});
+  }
   for (const name of ['RTCPeerConnection', 'webkitRTCPeerConnection']) {
     const Native = window[name];
     if (typeof Native !== 'function') continue;
@@ -136,7 +173,7 @@ def guard_key() -> str:
 def guard_script(key: str, max_events: int) -> str:
     """The init script, recording under ``key`` at most ``max_events`` entries between reads."""
     return (_SCRIPT.replace("__KEY__", json.dumps(key)).replace("__CAP__", str(MAX_POPUPS_PER_STEP))
-            .replace("__MAX__", str(int(max_events))))
+            .replace("__MAX__", str(int(max_events))).replace("__HISTORY_CAP__", str(MAX_HISTORY_PER_STEP)))
 
 
 def take_js(key: str) -> str:
@@ -147,9 +184,10 @@ def take_js(key: str) -> str:
 
 class PageEvents:
     """What the page recorded between two reads: ``dialogs`` ("alert: text") and ``webrtc``
-    (the ICE server URLs of each refused peer connection, space separated), the first entries
-    of each; ``dialog_count`` and ``webrtc_count``, all of them; ``refused_popups``
-    (``window.open`` calls refused)."""
+    (the ICE server URLs of each refused peer connection, space separated) and ``downloads``
+    (URLs of refused downloads), the first entries of each; ``dialog_count``, ``webrtc_count``
+    and ``download_count``, all of them; ``refused_popups`` (``window.open`` calls refused) and
+    ``refused_history`` (``history.pushState``/``replaceState`` calls refused)."""
 
     def __init__(self, raw: object) -> None:
         raw = raw if isinstance(raw, dict) else {}
@@ -158,8 +196,11 @@ class PageEvents:
         entries = [(str(e[0]), str(e[1])[:300]) for e in log if isinstance(e, list) and len(e) == 2]
         self.dialogs = [detail for kind, detail in entries if kind == "dialog"]
         self.webrtc = [detail for kind, detail in entries if kind == "webrtc"]
+        self.downloads = [detail for kind, detail in entries if kind == "download"]
         self.dialog_count = max(_count(counts.get("dialog")), len(self.dialogs))
         self.webrtc_count = max(_count(counts.get("webrtc")), len(self.webrtc))
+        self.download_count = max(_count(counts.get("download")), len(self.downloads))
+        self.refused_history = _count(raw.get("refusedHistory"))
         self.refused_popups = _count(raw.get("refused"))
 
 

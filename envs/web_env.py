@@ -8,8 +8,9 @@
 Observation (``spaces.Dict``): ``screenshot`` (H, W, 3) uint8 in screenshot pixels,
 ``instruction``, ``url``, ``last_action_error`` ("" when none) and ``step``.
 ``info``: ``elements`` (visible interactive elements, boxes in screenshot pixels),
-``success``, ``task_id``, ``seed``, ``blocked_requests``, ``dialogs``, ``closed_popups`` (each
-the episode's first 500), ``event_counts`` (all of them counted, with ``refused_popups``),
+``success``, ``task_id``, ``seed``, ``blocked_requests``, ``dialogs``, ``closed_popups``,
+``downloads`` (each the episode's first 500), ``event_counts`` (all of them counted, with
+``refused_popups`` and ``refused_history``),
 ``step``, and ``error`` when the browser died or hung. Reward is 1.0 on the step that succeeds.
 
 Failure handling: ``step`` never raises. A step (or ``oracle_action``) that takes longer than
@@ -24,6 +25,7 @@ at once, and the next ``reset`` starts afresh (so gymnasium's checker stays usab
 from __future__ import annotations
 
 import string
+import time
 import unicodedata
 import weakref
 from typing import Any
@@ -35,6 +37,7 @@ from gymnasium import spaces
 from envs.actions import ActionParseError, parse_action
 from envs.browser import BrowserDied, BrowserSession
 from envs.config import CHROMIUM_ARGS, DEFAULT_EXECUTABLE, WebEnvConfig
+from envs.navigation import PageNavigating, read_steadily
 from envs.server import TaskServer
 from envs.tasks import make_task
 from envs.tasks.base import Task, TaskStatus
@@ -63,6 +66,9 @@ its Playwright thread (busy draining a flood of events) and starts a new one at 
 
 _FORGET_S = 0.5
 """How long a call waits for Playwright to let go of its frames (see ``WebEnv._call``)."""
+_OBSERVE_SHARE = 0.5
+"""Observations interrupted by the page's own navigation are retried until this share of the
+step's (or reset's) hard limit has passed since it began, leaving time to return before it."""
 
 
 class PageHung(RuntimeError):
@@ -237,17 +243,35 @@ class WebEnv(gym.Env[dict, str]):
             self._abandon_browser()
 
     # ------------------------------------------------------------- observation
-    def _observe(self, error: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Runs on the Playwright thread: screenshot, URL and elements."""
-        assert self._session is not None
+    def _observe(self, error: str, deadline: float) -> tuple[dict[str, Any], list[dict[str, Any]], TaskStatus]:
+        """Runs on the Playwright thread: screenshot, URL, elements and the task's verdict.
+
+        Each read is retried while the page's own navigation interrupts it, until ``deadline``
+        (``time.monotonic()``); a page still navigating then gives the previous screenshot, no
+        elements and no success, with the reason added to ``last_action_error``.
+        """
+        session = self._session
+        assert session is not None
+
+        def steady(read: Any) -> Any:
+            return read_steadily(session.page, lambda: session.alive, read, deadline)
+
+        try:
+            screenshot = steady(session.screenshot)
+            elements = steady(lambda: session.elements(self.task.extra_selector))
+            status = steady(lambda: self.task.status(session))
+        except PageNavigating as exc:
+            screenshot, elements = self._copy_last_obs()["screenshot"], []
+            status = TaskStatus(success=False, done=False, reward=0.0)
+            error = "; ".join(m for m in [error, str(exc)] if m)
         obs = {
-            "screenshot": self._session.screenshot(),
+            "screenshot": screenshot,
             "instruction": _clean(self._instruction),
-            "url": _clean(self._session.url()),
+            "url": _clean(session.url()),
             "last_action_error": _clean(error),
             "step": self._step,
         }
-        return obs, self._session.elements(self.task.extra_selector)
+        return obs, elements, status
 
     def _info(self, elements: list[dict[str, Any]], status: TaskStatus | None,
               error: str | None = None) -> dict[str, Any]:
@@ -261,6 +285,7 @@ class WebEnv(gym.Env[dict, str]):
             "blocked_requests": list(session.events.blocked_requests) if session else [],
             "dialogs": list(session.events.dialogs) if session else [],
             "closed_popups": list(session.events.closed_popups) if session else [],
+            "downloads": list(session.events.downloads) if session else [],
             "event_counts": dict(session.events.counts) if session else {},
         }
         if status is not None:
@@ -318,11 +343,11 @@ class WebEnv(gym.Env[dict, str]):
 
     def _reset_in_thread(self) -> tuple[dict[str, Any], list[dict[str, Any]], TaskStatus]:
         assert self._session is not None
+        deadline = time.monotonic() + _OBSERVE_SHARE * self.config.reset_timeout_ms / 1000
         self._instruction = self.task.start(self._session, self._seed)
         self._session.collect_events()
         self._seen_events = self._session.events.mark()
-        obs, elements = self._observe("")
-        return obs, elements, self.task.status(self._session)
+        return self._observe("", deadline)
 
     def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """Apply one action string. Bad actions set ``last_action_error``; they never raise.
@@ -373,6 +398,7 @@ class WebEnv(gym.Env[dict, str]):
 
         session = self._session
         assert session is not None
+        deadline = time.monotonic() + _OBSERVE_SHARE * self.config.step_timeout_ms / 1000
         ended, error = False, ""
         try:
             action = parse_action(text)
@@ -384,7 +410,7 @@ class WebEnv(gym.Env[dict, str]):
                 ended = action.ends_episode
             except (PlaywrightError, ValueError, ArithmeticError) as exc:  # a refusal, not a death
                 if not session.alive:
-                    raise BrowserDied(f"the browser died during {action}") from exc
+                    raise BrowserDied(f"{session.death()} (during {action})") from exc
                 detail = str(exc).strip().splitlines()[0] if isinstance(exc, PlaywrightError) and str(exc).strip() \
                     else _first_line(exc)
                 error = f"{action.name} failed: {detail}"
@@ -393,11 +419,11 @@ class WebEnv(gym.Env[dict, str]):
         events = session.events.messages_since(self._seen_events)
         error = "; ".join([m for m in [error, *events] if m])
         if not session.alive:
-            raise BrowserDied("the browser is not running")
+            raise BrowserDied(session.death())
         self._seen_events = session.events.mark()
-        obs, elements = self._observe(error)
+        obs, elements, status = self._observe(error, deadline)
         obs["step"] = min(self._step, self.config.max_steps)
-        return obs, elements, self.task.status(session), ended
+        return obs, elements, status, ended
 
     # ----------------------------------------------------------------- extras
     def oracle_action(self, obs: dict[str, Any] | None = None, info: dict[str, Any] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,3 +53,29 @@ def restored_registries() -> Iterator[None]:
         envs._REGISTERED[:] = ids  # noqa: SLF001 - undo register_env
         for env_id in set(gymnasium.registry) - gym_ids:
             del gymnasium.registry[env_id]
+
+
+def register_probe_page(name: str, folder: Path, max_steps: int = 10) -> str:
+    """Register a task with nothing to solve, serving the pages in ``folder``; return its env id.
+    For tests that probe what a page can do, not an agent's success. Use with
+    :func:`restored_registries`."""
+    import random
+
+    import envs
+    from envs.tasks import PageTask, register_task
+
+    class ProbeTask(PageTask):
+        pages_dir = folder
+
+        def generate(self, rng: random.Random) -> dict[str, Any]:
+            return {}
+
+        def instruction(self, spec: dict[str, Any]) -> str:
+            return "Nothing to do."
+
+        def is_success(self, state: dict[str, Any], spec: dict[str, Any]) -> bool:
+            return False
+
+    ProbeTask.name = name
+    register_task(ProbeTask)
+    return envs.register_env(name, max_steps=max_steps)
