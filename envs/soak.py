@@ -91,6 +91,22 @@ def sample(episodes: int) -> Sample:
                   threading.active_count(), round(rss / 1024, 1))
 
 
+def settled_sample(episodes: int, tries: int = 10, pause_s: float = 0.2) -> Sample:
+    """A :func:`sample` once two in a row agree on every count (at most ``tries``, ``pause_s``
+    apart): since every reset opens a fresh browser context, the last episode's renderer may
+    still be exiting when the episode ends, and a leak persists while that teardown does not."""
+    import time
+
+    last = sample(episodes)
+    for _ in range(tries):
+        time.sleep(pause_s)
+        now = sample(episodes)
+        if now.flat_counts == last.flat_counts:
+            return now
+        last = now
+    return last
+
+
 def run_soak(env_id: str, episodes: int, every: int, **env_kwargs: Any) -> Iterator[Sample]:
     """Run ``episodes`` oracle episodes in one env (seeds 0, 1, ...); yield a :class:`Sample`
     before the first and after every ``every`` episodes, and one after ``close()``."""
@@ -111,7 +127,7 @@ def run_soak(env_id: str, episodes: int, every: int, **env_kwargs: Any) -> Itera
                 if terminated or truncated:
                     break
             if episode % every == 0 or episode == episodes:
-                yield sample(episode)
+                yield settled_sample(episode)
     finally:
         env.close()
     yield sample(-1)
