@@ -19,8 +19,12 @@ def test_episodes_in_one_env_leave_counts_flat() -> None:
     assert [s.episodes for s in during] == [4, 8, 12, 16]
     assert during[0].processes >= 3  # the browser, its renderer(s) and the driver were counted
     # Equal but for a connection in flight when a sample is taken (a leak grows every episode).
-    assert not any(grew(during[0], s) for s in during), during
-    assert all(abs(a - b) <= TRANSIENT for a, b in zip(during[0].flat_counts, during[-1].flat_counts)), during
+    # Counted from episode 8: with a fresh browser context per reset (issue 30) Chromium's child
+    # fds settle over the first episodes (seen: 343 at 4, then 350 at 8, 12 and 16); a leak would
+    # still grow over the 8 episodes after that.
+    settled = during[1]
+    assert not any(grew(settled, s) for s in during[1:]), during
+    assert all(abs(a - b) <= TRANSIENT for a, b in zip(settled.flat_counts, during[-1].flat_counts)), during
     assert (after.processes, after.own_fds, after.threads) == (before.processes, before.own_fds, before.threads)
 
 
