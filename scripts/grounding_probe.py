@@ -94,11 +94,20 @@ def _pretrain(args: argparse.Namespace) -> int:
     from catp_agent.harness.grounding.glyphs import CanvasSpec
 
     budget = Budget(args.cpu_seconds, args.images)
-    if args.objective == "words":
+    if args.objective == "classes":
+        from catp_agent.harness.grounding.words import CropSpec, generated_vocabulary, pretrain_on_word_classes
+
+        spec = CropSpec()
+        vocabulary = generated_vocabulary(args.seed, args.vocabulary_size, words)
+        scale = 1.0 if args.tower_lr_scale is None else args.tower_lr_scale
+        stats = pretrain_on_word_classes(probe, budget, vocabulary, batch=args.batch, lr=args.lr, tower_lr_scale=scale,
+                                         spec=spec, seed=args.seed, log=_log)
+    elif args.objective == "words":
         from catp_agent.harness.grounding.words import CropSpec, pretrain_on_words
 
         spec = CropSpec()
-        stats = pretrain_on_words(probe, budget, batch=args.batch, lr=args.lr, tower_lr_scale=args.tower_lr_scale,
+        stats = pretrain_on_words(probe, budget, batch=args.batch, lr=args.lr,
+                                  tower_lr_scale=0.1 if args.tower_lr_scale is None else args.tower_lr_scale,
                                   spec=spec, extra_words=words, seed=args.seed, log=_log)
     else:
         spec = CanvasSpec(height=args.height, lists=args.lists)
@@ -237,9 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["pretrain"].add_argument("--height", type=int, default=96, help="canvas height in px (width 320)")
     sub.choices["pretrain"].add_argument("--lists", type=float, default=0.0,
                                          help="chance that a canvas starts with a vertical list (menu-like rows)")
-    sub.choices["pretrain"].add_argument("--objective", choices=("pointing", "words"), default="pointing",
+    sub.choices["pretrain"].add_argument("--objective", choices=("pointing", "words", "classes"), default="pointing",
                                          help="pointing: point at each word of a canvas (default); words: recognise "
-                                              "the word on each crop among the batch's texts (grounding.words)")
+                                              "the word on each crop among the batch's texts (grounding.words); classes: "
+                                              "classify each crop's word among a generated closed vocabulary")
+    sub.choices["pretrain"].add_argument("--vocabulary-size", type=int, default=4096,
+                                         help="classes objective: labels drawn from the generator (default 4096)")
     sub.choices["pretrain"].add_argument("--batch", type=int, default=32,
                                          help="canvases (pointing) or word crops (words) per step")
     sub.choices["pretrain"].add_argument("--words-from-demos", action="store_true",
@@ -248,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tower", default="vit336", help="vit336, vit336-scratch, convnet, or a pretrained folder")
     r.add_argument("--freeze", action="store_true", help="train the head only (tower features computed once per screen)")
     r.add_argument("--tower-lr-scale", type=float, default=1.0, help="the tower's learning rate as a fraction of --lr")
-    sub.choices["pretrain"].add_argument("--tower-lr-scale", type=float, default=0.1,
-                                         help="words objective: the tower's learning rate as a fraction of --lr (default 0.1)")
+    sub.choices["pretrain"].add_argument("--tower-lr-scale", type=float, default=None,
+                                         help="words and classes objectives: the tower's learning rate as a fraction "
+                                              "of --lr (default 0.1 for words, 1.0 for classes)")
     r.add_argument("--control", action="store_true", help="ask with the element's role only (cannot read)")
     r.add_argument("--max-screens", type=int, default=300, help="training screens kept per task")
     r.add_argument("--random-seed", type=int, default=7, help="seed of the synthetic random-string screens")
