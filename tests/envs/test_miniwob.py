@@ -203,6 +203,7 @@ def session() -> Iterator[Any]:
     s.close()
 
 
+@pytest.mark.slow
 def test_seed_s_is_browsergym_seed_s(session: Any) -> None:
     """Our seed s gives the task instance (utterance and page) of the page seeded by BrowserGym's
     rule for s; the old rule (``seeding="raw"``: ``Math.seedrandom(s)``) stays available and differs."""

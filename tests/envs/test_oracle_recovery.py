@@ -111,6 +111,7 @@ def oracle_from_reset(env: gymnasium.Env, seed: int, round_to: int | None = None
     return taken
 
 
+@pytest.mark.slow  # test_bundled_tasks' oracle runs the happy path of every task in the default run
 def test_happy_path_is_unchanged(env: gymnasium.Env) -> None:
     task = env.unwrapped.task.name
     for seed, recorded in HAPPY["from_reset"][task].items():

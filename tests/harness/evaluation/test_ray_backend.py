@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray cluster per module and real workers: about 3 minutes in all
 
 from conftest import FakeEnvFactory, FakePolicyFactory, FakeVLMPolicy  # noqa: E402
 

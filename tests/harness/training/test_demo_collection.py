@@ -61,6 +61,7 @@ def test_unknown_tasks_are_refused_before_any_browser_starts(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_worker_processes_split_a_task_and_a_second_call_resumes(tmp_path):
     seeds = [10000, 10001, 10002]
     first = collect_demos(tmp_path, ["catp/login-v0"], seeds, workers=2, progress=False)

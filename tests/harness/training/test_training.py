@@ -263,6 +263,7 @@ def test_default_tasks_are_envs_bundled_tasks_in_the_shipped_models_order():
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_train_command_end_to_end_is_deterministic(tmp_path):
     """`catp-agent train` on a few real oracle episodes: a loadable model folder with card and
     loss log, and the same weights when run twice (the demos are reused from the cache)."""
