@@ -50,9 +50,11 @@ class CatpAgentArgs(_Base):
     persistence, overrides: the pruning (``catp-agent eval``'s ``--methods``, ``--ratios``,
     ``--modes``, ``--persistence``, ``--set`` as (field, value) pairs). history, max_new_tokens,
     seed: the policy's. device, dtype, attn, dialect, pointer: how the model is loaded and read.
-    chromium: the system Chromium BrowserGym's browsers run."""
+    chromium: the system Chromium BrowserGym's browsers run. agent_name: what AgentLab names the
+    study, the episode folders and the result rows by; None gives ``CatpAgent-<method>-<ratio>``
+    (``CatpAgent-none`` unpruned), so agents of one study that differ in pruning are told apart."""
 
-    agent_name: str = "CatpAgent"
+    agent_name: str | None = None
     model: str | None = None
     method: str = "catp"
     ratio: float = 0.778
@@ -70,6 +72,8 @@ class CatpAgentArgs(_Base):
     chromium: str = DEFAULT_CHROMIUM
 
     def __post_init__(self) -> None:
+        if self.agent_name is None:
+            self.agent_name = "CatpAgent-none" if self.method == "none" else f"CatpAgent-{self.method}-{self.ratio:g}"
         super().__post_init__()
         self.overrides = tuple((str(k), v) for k, v in self.overrides)
         self.pruning()  # a bad method, ratio, mode or option is refused here, naming it
