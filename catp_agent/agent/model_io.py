@@ -154,7 +154,15 @@ def load_agent_model(model: str | Path | nn.Module | None = None, tokenizer: Any
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     try:
-        net = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn)
+        try:
+            net = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn)
+        except ValueError as exc:
+            if "does not support an attention implementation" not in str(exc):
+                raise
+            # A vision tower without that attention (a convolutional one has none): the decoder,
+            # where the pruning hooks are, gets ``attn``; the tower keeps its own default.
+            net = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype,
+                                                              attn_implementation={"text_config": attn})
     except OSError as exc:
         if source != name:
             raise

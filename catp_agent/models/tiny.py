@@ -61,6 +61,49 @@ def build_processor(family: str, tokenizer: PreTrainedTokenizerFast, image_size:
                                              max_pixels=max_pixels)
 
 
+CONV_SCREEN = (128, 192)
+"""(height, width) the tiny convolutional LLaVA's processor squashes every image to: 4x6 tokens."""
+
+
+def build_tiny_conv_llava(seed: int = 0, num_layers: int = 6, dtype: torch.dtype = torch.float32
+                          ) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """(model, tokenizer): a random-weight LLaVA whose vision tower is convolutional (transformers'
+    ``FocalNetModel``, 32 px tokens, every token kept: ``vision_feature_select_strategy="full"``),
+    the layout of the reading model (``catp_agent.harness.training.model.build_reading_model``).
+    Its grid is not square (:data:`CONV_SCREEN`: 4 rows of 6 tokens)."""
+    from transformers import FocalNetConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    spec = get_family("llava")
+    tokenizer = build_tokenizer("llava")
+    text = spec.tiny_config(tokenizer, num_layers=num_layers).text_config.to_dict()
+    # hidden_size: the last stage's channels (embed_dim * 2 ** 3), which LLaVA's projector reads
+    vision = FocalNetConfig(patch_size=4, embed_dim=8, use_conv_embed=True, hidden_sizes=[8, 16, 32, 64],
+                            depths=[1, 1, 1, 1], focal_levels=[2] * 4, focal_windows=[3] * 4, mlp_ratio=2.0,
+                            hidden_size=64)
+    config = LlavaConfig(text_config=text, vision_config=vision.to_dict(), vision_feature_layer=-1,
+                         vision_feature_select_strategy="full", tie_word_embeddings=False,
+                         image_token_index=tokenizer.convert_tokens_to_ids(spec.tokens.image),
+                         image_seq_length=(CONV_SCREEN[0] // 32) * (CONV_SCREEN[1] // 32))
+    torch.manual_seed(seed)
+    # SDPA in the decoder; FocalNet has no attention layer to choose for
+    model = LlavaForConditionalGeneration._from_config(config, attn_implementation={"text_config": "sdpa"},
+                                                       dtype=dtype)
+    return model.eval(), tokenizer
+
+
+def build_conv_processor(tokenizer: PreTrainedTokenizerFast, screen: tuple[int, int] = CONV_SCREEN) -> Any:
+    """LLaVA's processor for a convolutional tower: every image squashed to ``screen`` (height,
+    width), one image token per 32 px cell, no class token."""
+    from transformers import LlavaProcessor
+
+    height, width = screen
+    image_processor = get_family("llava").load_image_processor(
+        size={"height": height, "width": width}, do_center_crop=False, crop_size={"height": height, "width": width})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=32,
+                          num_additional_image_tokens=0, vision_feature_select_strategy="full",
+                          chat_template=tokenizer.chat_template)
+
+
 def random_images(n: int, size: tuple[int, int] = (84, 112), seed: int = 0) -> list:
     """``n`` random RGB PIL images of (height, width) ``size``."""
     import numpy as np

@@ -227,3 +227,30 @@ def test_the_inputs_without_precomputed_features_give_the_processor_forward(name
     with torch.no_grad():
         got, want = model(**inputs).logits, model(**reference).logits
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_a_convolutional_llava_has_a_non_square_grid_and_loads_with_its_processor(tmp_path):
+    """The reading model's layout: a FocalNet tower in a LLaVA, every token kept, 32 px tokens on
+    a 128x192 screen: 4 rows of 6. The grid comes from the pixels, not from the square nearest
+    the token count (which would give one row of 24); a saved checkpoint loads through
+    load_agent_model although its tower has no SDPA attention."""
+    from catp_agent.agent.model_io import load_agent_model
+
+    model, tok = tiny.build_tiny_conv_llava(seed=0, num_layers=3)
+    processor = tiny.build_conv_processor(tok)
+    inputs = tiny.demo_inputs(processor, n_images=1, size=IMAGE_SIZE)
+    family = family_for(model)
+    assert family.name == "llava"
+    per_image = family.vision_inputs(inputs)
+    with torch.no_grad():
+        n_tokens = family.image_features(model, per_image)[0].shape[0]
+    assert n_tokens == 24 and family.image_grid(per_image, n_tokens) == (4, 6)
+    assert family.image_grid({}, n_tokens) == (1, 24)  # without pixels: the old rule
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    processor.image_processor.save_pretrained(tmp_path)
+    loaded = load_agent_model(str(tmp_path), device="cpu", dtype="fp32")
+    assert loaded.model.config.vision_config.model_type == "focalnet"
+    assert loaded.model.config.text_config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(**inputs).logits, model(**inputs).logits, atol=1e-5)

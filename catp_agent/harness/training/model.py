@@ -23,13 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
 from catp_agent.models.families.llava import LLAVA_SPECIALS, LLAVA_TEMPLATE
 
-__all__ = ["NUMBER_TOKENS", "ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model", "sincos_init"]
+__all__ = ["NUMBER_TOKENS", "READING_TOWER", "ModelSize", "build_bpe_tokenizer", "build_image_processor", "build_model",
+           "build_reading_image_processor", "build_reading_model", "sincos_init"]
+
+READING_TOWER = Path(__file__).resolve().parents[2] / "assets" / "reading_tower"
+"""The kept convolutional tower with reading practice (``scripts/grounding_probe.py keep``)."""
 
 NUMBER_TOKENS = tuple(str(n) for n in range(0, 1001, 10))
 """Whole-number tokens: a click coordinate rounded to 10 px is one of these."""
@@ -133,16 +138,21 @@ def sincos_init(model: LlavaForConditionalGeneration, tokenizer: PreTrainedToken
         matrix[ids] = code * scale
 
 
+def _text_config(tokenizer: PreTrainedTokenizerFast, size: ModelSize, max_positions: int) -> dict:
+    """The Llama decoder's config of ``size`` around ``tokenizer``."""
+    return dict(
+        model_type="llama", vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
+        max_position_embeddings=max_positions, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
+    )
+
+
 def build_model(tokenizer: PreTrainedTokenizerFast, size: ModelSize = ModelSize(), seed: int = 0,
                 structured_init: bool = False) -> LlavaForConditionalGeneration:
     """A freshly initialised model (weights from ``seed``), SDPA attention, train mode; with
     ``structured_init`` position and coordinate weights start from :func:`sincos_init`."""
-    text = dict(
-        model_type="llama", vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
-        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
-        max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
-    )
+    text = _text_config(tokenizer, size, max_positions=4096)
     vision = dict(
         model_type="clip_vision_model", hidden_size=size.vision_hidden, intermediate_size=4 * size.vision_hidden,
         num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads, image_size=size.image_size,
@@ -159,4 +169,59 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: ModelSize = ModelSize(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     if structured_init:
         sincos_init(model, tokenizer)
+    return model
+
+
+def build_reading_image_processor(screen: tuple[int, int] = (640, 480)) -> CLIPImageProcessorPil:
+    """Screens squashed to ``screen`` (width, height) and nothing cut off: at 640x480, the size
+    the bundled tasks render at, a screenshot reaches the tower at its own pixels."""
+    width, height = screen
+    if width % 32 or height % 32:
+        raise ValueError(f"the reading tower's tokens are 32 px: screen sides must be multiples of 32, "
+                         f"got {width}x{height}")
+    return CLIPImageProcessorPil(size={"height": height, "width": width}, do_center_crop=False,
+                                 crop_size={"height": height, "width": width})
+
+
+def build_reading_model(tokenizer: PreTrainedTokenizerFast, tower: str | Path = READING_TOWER,
+                        size: ModelSize = ModelSize(), screen: tuple[int, int] = (640, 480),
+                        seed: int = 0) -> LlavaForConditionalGeneration:
+    """The default model's LLaVA with the reading tower (a ``FocalNetModel`` saved by
+    ``grounding_probe.py pretrain``/``keep``) in place of CLIP: every 32 px token is kept
+    (``vision_feature_select_strategy="full"``, no class token), so a 640x480 screen gives
+    15 rows of 20 tokens, 300 per screen. The tower's weights are loaded in float32; projector
+    and decoder start from ``seed``. ``size``'s vision fields do not apply (the tower sets them).
+    SDPA in the decoder; the tower has no attention to choose."""
+    from transformers import FocalNetConfig, FocalNetModel
+
+    tower = Path(tower)
+    if not (tower / "config.json").exists():
+        raise FileNotFoundError(f"{tower} holds no saved tower (config.json); make one with "
+                                "`python scripts/grounding_probe.py pretrain --out DIR`")
+    vision = FocalNetConfig.from_pretrained(tower)
+    channels = int(vision.embed_dim * 2 ** (len(vision.depths) - 1))
+    if getattr(vision, "hidden_size", channels) != channels:
+        raise ValueError(f"{tower}/config.json says hidden_size {vision.hidden_size}, "
+                         f"but its last stage has {channels} channels")
+    vision.hidden_size = channels  # LLaVA's projector reads it
+    stride = int(vision.patch_size) * 2 ** (len(vision.depths) - 1)
+    width, height = screen
+    if width % stride or height % stride:
+        raise ValueError(f"screen {width}x{height} is not a whole number of the tower's {stride} px tokens")
+    config = LlavaConfig(
+        text_config=_text_config(tokenizer, size, max_positions=8192), vision_config=vision.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1, vision_feature_select_strategy="full", tie_word_embeddings=False,
+        image_seq_length=(width // stride) * (height // stride),
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration._from_config(config, attn_implementation={"text_config": "sdpa"},
+                                                       dtype=torch.float32)
+    trained = FocalNetModel.from_pretrained(tower, dtype=torch.float32)
+    missing, unexpected = model.model.vision_tower.load_state_dict(trained.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{tower}'s weights do not fit the model's tower: "
+                         f"missing {missing}, unexpected {unexpected}")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model

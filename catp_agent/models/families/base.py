@@ -211,9 +211,18 @@ class ModelFamily:
         return list(pooled)
 
     def image_grid(self, image_inputs: Mapping[str, torch.Tensor], n_tokens: int) -> tuple[int, int]:
-        """(rows, cols) of one image's token grid. Default: a fixed-resolution tower's grid, the
-        factorisation nearest a square (rows = round(sqrt(n)) when that divides n); any other
-        count (tiles with newline tokens) gives one row."""
+        """(rows, cols) of one image's token grid. Default: a fixed-resolution tower's grid. When
+        the image's ``pixel_values`` (..., H, W) split into ``n_tokens`` square cells of a whole
+        number of pixels, the grid is (H / side, W / side): a 640x480 screen in 32 px tokens is
+        15x20, a 336x336 one in 28 px patches 12x12. Otherwise the factorisation nearest a square
+        (rows = round(sqrt(n)) when that divides n); any other count (tiles with newline tokens)
+        gives one row."""
+        pixels = image_inputs.get("pixel_values") if hasattr(image_inputs, "get") else None
+        if isinstance(pixels, torch.Tensor) and pixels.dim() == 4 and n_tokens > 0:  # (images, C, H, W); not tiles
+            h, w = int(pixels.shape[-2]), int(pixels.shape[-1])
+            side = int(round((h * w / n_tokens) ** 0.5))
+            if side and h % side == 0 and w % side == 0 and (h // side) * (w // side) == n_tokens:
+                return h // side, w // side
         rows = int(round(n_tokens**0.5))
         return (rows, n_tokens // rows) if rows and rows * (n_tokens // rows) == n_tokens else (1, n_tokens)
 
