@@ -29,7 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from catp_agent.methods import DecisionInput, MethodConfig, PruningMethod, SelectionCache, make_method
 from catp_agent.methods.base import SignalProvider
 from catp_agent.models.attention_rows import AttentionRowRecorder
-from catp_agent.models.cache import PrunedCache, cache_nbytes
+from catp_agent.models.cache import PrunedCache, cache_argument, cache_nbytes, output_cache, passed_cache, set_cache
 from catp_agent.models.families import ModelAdapter, adapter_for
 from catp_agent.pruning.spans import SequenceLayout, build_layout
 from catp_agent.records import ForwardRecord
@@ -105,6 +105,7 @@ class PruningHandle:
         self._call: dict[str, object] = {}
         self._rows = AttentionRowRecorder()
         self._handles: list[RemovableHandle] = []
+        self._cache_argument = cache_argument(self.adapter.language_model)  # "cache" or "past_key_values"
         n_layers = self.adapter.num_layers
         self._decisions = {} if cfg.is_identity else dict(sorted(self.method.decisions().items()))
         bad = [j for j in self._decisions if not 0 <= j < n_layers]
@@ -148,7 +149,7 @@ class PruningHandle:
     # ------------------------------------------------------------------ model-level hooks
     def _on_model_start(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        past = kwargs.get("past_key_values")
+        past = passed_cache(kwargs)
         prefill = past is None or past.get_seq_length() == 0
         _check_batch(input_ids, "input_ids")
         self._device = input_ids.device if isinstance(input_ids, torch.Tensor) else None
@@ -168,7 +169,7 @@ class PruningHandle:
         rec = seq.record
         rec.timings["prefill_s"] = synced_clock(self._device) - float(self._call["t0"])
         rec.timings.setdefault("stage2_s", 0.0)
-        rec.kv_cache_bytes = cache_nbytes(getattr(output, "past_key_values", None))
+        rec.kv_cache_bytes = cache_nbytes(output_cache(output))
         rec.kept_final = seq.kept_per_image(seq.groups[-1])
         if not rec.kept_after_k:
             rec.kept_after_k = rec.kept_final
@@ -224,12 +225,12 @@ class PruningHandle:
         use_cache = kwargs.get("use_cache")
         if use_cache is None:
             use_cache = bool(getattr(self.adapter.text_config, "use_cache", True))
-        past = kwargs.get("past_key_values")
+        past = passed_cache(kwargs)
         if past is not None and past.get_seq_length() > 0:
             raise ValueError("prefill under pruning must start from an empty cache, got one holding tokens")
         if use_cache:
             seq.cache = PrunedCache(self.adapter.num_layers, removed_before_decoder=n - n1)
-            kwargs["past_key_values"] = seq.cache
+            set_cache(kwargs, self._cache_argument, seq.cache)
         if n1 < n:
             device = embeds.device
             idx = kept0.to(device)
@@ -255,7 +256,7 @@ class PruningHandle:
 
     def _decode_inputs(self, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         seq = self._seq
-        if seq is None or seq.cache is None or kwargs.get("past_key_values") is not seq.cache:
+        if seq is None or seq.cache is None or passed_cache(kwargs) is not seq.cache:
             return None
         mask = kwargs.get("attention_mask")
         if mask is not None:

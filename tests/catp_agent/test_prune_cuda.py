@@ -16,6 +16,7 @@ import torch
 
 from catp_agent import PruningConfig, prune
 from catp_agent.methods import METHODS, config_fields
+from catp_agent.models.cache import output_cache
 from catp_agent.models.tiny import FAMILIES, build_processor, build_tiny_model, demo_inputs
 from catp_agent.pruning import divprune_select, facility_location_greedy_many, keep_count
 
@@ -85,7 +86,7 @@ def test_generate_runs_on_the_pruned_cache_on_cuda(method: str) -> None:
         out = model.generate(**inputs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                              return_dict_in_generate=True)
     assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + n_new
-    assert out.past_key_values.layers[-1].keys.shape[-2] == handle.last.tokens_per_layer[-1] + n_new - 1
+    assert output_cache(out).layers[-1].keys.shape[-2] == handle.last.tokens_per_layer[-1] + n_new - 1
     assert handle.last.timings["prefill_s"] > 0 and handle.last.kv_cache_bytes > 0
 
 
