@@ -145,7 +145,12 @@ def test_catp_spans_paired_text_and_budget_in_each_layout(tiny_agent, name):
     ids = inputs["input_ids"].cpu()
     layout = build_layout(ids, policy._image_token_id, policy.pruning.paired_text)
     assert layout.n_images == 3
-    assert [s.size for s in layout.spans] == [int(f.shape[0]) for f in inputs["mm_encoder_outputs"]["image"].pooler_output]
+    if "mm_encoder_outputs" in inputs:  # transformers >= 5.18: the policy passes precomputed features
+        sizes = [int(f.shape[0]) for f in inputs["mm_encoder_outputs"]["image"].pooler_output]
+    else:  # 5.17: the model encodes the pixels; its grids give the token counts
+        merge = tiny_agent.model.config.vision_config.spatial_merge_size
+        sizes = (inputs["image_grid_thw"].prod(-1) // merge**2).tolist()
+    assert [s.size for s in layout.spans] == sizes
     tok = tiny_agent.tokenizer
     texts = [tok.decode(ids[0, pair]) for pair in layout.text_pairs]
     dialect, frames = get_dialect(name), [policy._frames[i] for i in meta["ids"]]
