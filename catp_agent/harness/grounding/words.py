@@ -138,14 +138,21 @@ def word_batch(rng: np.random.Generator, n: int, spec: CropSpec, extra_words: Se
     return images, texts, inks
 
 
+def _ink_pooled_keys(probe: GroundingProbe, images: Sequence[np.ndarray],
+                     inks: Sequence[tuple[float, float, float, float]]) -> torch.Tensor:
+    """(len(images), dim): the probe's keys over each crop's tokens, weighted by the ink each holds."""
+    feats = probe.tower_features(torch.from_numpy(np.stack(images)))
+    b, rows, cols, _ = feats.shape
+    keys = probe.keys(feats).reshape(b, rows * cols, -1)
+    return torch.einsum("bn,bnd->bd", ink_weights(inks, (rows, cols), probe.front.stride), keys)
+
+
 def word_loss(probe: GroundingProbe, images: Sequence[np.ndarray], texts: Sequence[str],
               inks: Sequence[tuple[float, float, float, float]]) -> tuple[torch.Tensor, float]:
     """The symmetric contrastive loss of crops (uint8 (height, width, 3) each) against their
     texts, every other text of the batch a negative, and the crop -> text accuracy."""
-    feats = probe.tower_features(torch.from_numpy(np.stack(images)))
-    b, rows, cols, _ = feats.shape
-    keys = probe.keys(feats).reshape(b, rows * cols, -1)
-    pooled = F.normalize(torch.einsum("bn,bnd->bd", ink_weights(inks, (rows, cols), probe.front.stride), keys), dim=-1)
+    pooled = F.normalize(_ink_pooled_keys(probe, images, inks), dim=-1)
+    b = pooled.shape[0]
     scale = probe.log_scale.clamp(max=float(np.log(100.0))).exp()
     logits = scale * pooled @ probe.query(texts).T
     target = torch.arange(b)
@@ -242,11 +249,7 @@ def pretrain_on_word_classes(probe: GroundingProbe, budget: Budget, vocabulary: 
 
     def step() -> tuple[float, int]:
         images, texts, inks = word_batch(rng, batch, spec, (), labels)
-        feats = probe.tower_features(torch.from_numpy(np.stack(images)))
-        b, rows, cols, _ = feats.shape
-        keys = probe.keys(feats).reshape(b, rows * cols, -1)
-        pooled = torch.einsum("bn,bnd->bd", ink_weights(inks, (rows, cols), probe.front.stride), keys)
-        logits = head(pooled)
+        logits = head(_ink_pooled_keys(probe, images, inks))
         target = torch.tensor([index[t] for t in texts])
         loss = F.cross_entropy(logits, target)
         opt.zero_grad(set_to_none=True)

@@ -217,7 +217,7 @@ class ModelFamily:
         15x20, a 336x336 one in 28 px patches 12x12. Otherwise the factorisation nearest a square
         (rows = round(sqrt(n)) when that divides n); any other count (tiles with newline tokens)
         gives one row."""
-        pixels = image_inputs.get("pixel_values") if hasattr(image_inputs, "get") else None
+        pixels = image_inputs.get("pixel_values")
         if isinstance(pixels, torch.Tensor) and pixels.dim() == 4 and n_tokens > 0:  # (images, C, H, W); not tiles
             h, w = int(pixels.shape[-2]), int(pixels.shape[-1])
             side = int(round((h * w / n_tokens) ** 0.5))
