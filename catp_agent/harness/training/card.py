@@ -34,9 +34,12 @@ def write_model_card(out: Path, summary: dict, evaluation: str | None = None) ->
         "",
         f"- `LlavaForConditionalGeneration` ({config.get('architectures', ['?'])[0]}), {n_params / 1e6:.2f} M parameters, "
         f"float32 safetensors ({mb:.1f} MB).",
-        f"- Vision: CLIP ViT, {size['vision_layers']} layers, width {size['vision_hidden']}, {size['image_size']}x{size['image_size']} "
-        f"input, {size['patch_size']} px patches: {ModelSize(**size).image_tokens} image tokens per screenshot "
-        "(the screenshot is squashed to a square, nothing is cropped).",
+        (f"- Vision: the reading tower `{cfg['tower']}` (a convolutional FocalNet, 32 px tokens, frozen while this model "
+         f"was trained): a screenshot is squashed to 640x480, {config.get('image_seq_length')} image tokens (15 rows of 20)."
+         if cfg.get("tower") else
+         f"- Vision: CLIP ViT, {size['vision_layers']} layers, width {size['vision_hidden']}, {size['image_size']}x{size['image_size']} "
+         f"input, {size['patch_size']} px patches: {ModelSize(**size).image_tokens} image tokens per screenshot "
+         "(the screenshot is squashed to a square, nothing is cropped)."),
         f"- Projector: LLaVA's two-layer MLP. Decoder: Llama, {size['layers']} layers, width {size['hidden']}, "
         f"{size['heads']} heads ({size['kv_heads']} KV heads), MLP {size['intermediate']}.",
         f"- Tokenizer: byte-level BPE ({size['vocab_size']} entries) learned offline from the training prompts and actions, "

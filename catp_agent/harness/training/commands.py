@@ -18,6 +18,8 @@ examples:
   catp-agent eval --model runs/train --tasks bundled --seeds 0-9 --methods none   # held-out success
   catp-agent dagger --model runs/train --out runs/dagger1 --tasks bundled --seeds 10000-10049
   catp-agent train --init runs/train --extra-demos runs/dagger1 --out runs/train_dagger1   # a DAgger round
+  catp-agent train --tower catp_agent/assets/reading_tower --ground-warmup-steps 2000 --pointer-weight 1 \\
+      --pack-episodes --out runs/reading   # the reading model: frozen tower, grounding practice first
 
 Demonstrations are cached in --demo-dir (reused by later runs). Training is deterministic from
 --seed on a given machine and thread count. An interrupted run resumes from OUT/train_state.pt
@@ -82,6 +84,15 @@ def register_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="", metavar="MODEL_DIR",
                         help="start from this model folder's weights and tokenizer instead of fresh ones, e.g. "
                              "to add a second stage to a trained model (default: fresh)")
+    parser.add_argument("--tower", default="", metavar="TOWER_DIR",
+                        help="train the reading model: this practised convolutional tower (e.g. catp_agent/assets/"
+                             "reading_tower, made by scripts/grounding_probe.py) in place of CLIP, frozen, each screen "
+                             "encoded once for the run; screens at 640x480, 300 tokens (15x20). --image-size and "
+                             "--patch-size do not apply (default: the CLIP model)")
+    parser.add_argument("--pack-episodes", action="store_true",
+                        help="behaviour cloning by whole episodes (about --batch-size steps per step), each episode's "
+                             "steps packed into one row that holds each screen once; exact, and several times fewer "
+                             "tokens when --history reaches back to the episode's start (default: steps at random)")
     parser.add_argument("--extra-demos", default="", metavar="DIR[,DIR]",
                         help="more demonstration folders whose episodes join the training split (never validation), "
                              "for the --tasks trained; made by `catp-agent dagger`: the model's own states labelled "
@@ -123,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
                           copy_warmup_steps=args.copy_warmup_steps, ground_batch=args.ground_batch,
                           ground_weight=args.ground_weight, ground_warmup_steps=args.ground_warmup_steps,
                           pointer_weight=args.pointer_weight, pointer_dim=args.pointer_dim,
-                          init_from=args.init, sincos_init=args.sincos_init, warmup_steps=args.warmup_steps,
+                          init_from=args.init, tower=args.tower, pack_episodes=args.pack_episodes, sincos_init=args.sincos_init, warmup_steps=args.warmup_steps,
                           extra_demo_dirs=tuple(d.strip() for d in args.extra_demos.split(",") if d.strip()),
                           threads=args.threads, device=args.device, workers=args.workers, time_budget_s=60.0 * args.time_budget)
     except ValueError as exc:

@@ -12,18 +12,13 @@ actions that were executed (the model's own, as the agent sees them at inference
 :attr:`Demo.targets` is the one place that picks between the two.
 
 Screens are stored once, resized to the model's input size as uint8; every sample refers to
-them by index, so a batch encodes each distinct screen once.
+them by index, so a batch encodes each distinct screen once. With a frozen vision tower
+(:meth:`SampleSet.cache_features`) each screen is encoded once for the whole run instead: a
+batch then carries the tower's outputs (``Batch.features``) and the model applies only its
+projector to them.
 
-:class:`CopySet` adds copy practice: text-only versions of the ``type`` steps (the screens left
-out) in which every value the demo types is swapped, consistently in the instruction, the history
-and the answer, for another task's value or a random string. It trains what the screens cannot
-teach: typing exactly the text the instruction gives, whatever that text is.
-
-:class:`GroundSet` adds grounding practice: one screen, the task ``Click "<text>".`` for an
-element whose text is unique on that screen, answered by a click at the element's centre. Every
-screen of the demos yields several of them (the demos store each screen's visible elements), so
-the model gets dense practice at what behaviour cloning alone teaches slowly: reading the words
-on a screen and finding where a control is.
+Copy and grounding practice (:class:`~catp_agent.harness.training.practice.CopySet`,
+:class:`~catp_agent.harness.training.practice.GroundSet`) are built on a :class:`SampleSet`.
 """
 
 from __future__ import annotations
@@ -38,8 +33,10 @@ from PIL import Image
 from catp_agent.agent.history import Screenshot
 from catp_agent.agent.prompt import build_messages, target_text
 from catp_agent.harness.training.demos import Demo
+from catp_agent.harness.training.packing import pack_rows, shared_prefix
 
-__all__ = ["Batch", "CopySet", "GroundSet", "PointerTargets", "Sample", "SampleSet", "corpus_texts", "ground_targets", "typed_values"]
+__all__ = ["Batch", "PointerTargets", "Sample", "SampleSet", "action_primitive", "click_and_box", "corpus_texts", "pad_rows",
+           "prompt_messages"]
 
 
 @dataclass
@@ -62,7 +59,8 @@ class PointerTargets:
     token. key_start: where its current screen's image tokens start. right (n, N): the tokens
     whose patch centre is in the clicked element's box (and the click's own). own (n,): the
     click's token. offset (n, 2): the click inside it. box (n, 4) and screen (n, 2): for
-    inside-the-box accuracy (box -1 where none is stored)."""
+    inside-the-box accuracy (box -1 where none is stored). grid (n, 2): the screen's token grid
+    (rows, cols), row-major."""
 
     rows: torch.Tensor
     query_pos: torch.Tensor
@@ -72,6 +70,7 @@ class PointerTargets:
     offset: torch.Tensor
     box: torch.Tensor
     screen: torch.Tensor
+    grid: torch.Tensor
 
     def to(self, device) -> "PointerTargets":
         return PointerTargets(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
@@ -80,15 +79,19 @@ class PointerTargets:
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (B, T), image tokens expanded, right padded
-    attention_mask: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T); or (B, 1, T, T) additive float, for packed rows (with position_ids)
     labels: torch.Tensor  # (B, T), -100 except the answer
-    pixel_values: torch.Tensor  # (F, 3, S, S) distinct screens, normalised
-    frame_order: torch.Tensor  # (n images in batch,) index into pixel_values, in token order
+    pixel_values: torch.Tensor  # (F, 3, H, W) distinct screens, normalised; (0, ...) when features are given
+    frame_order: torch.Tensor  # (n images in batch,) index into the distinct screens, in token order
     pointer: PointerTargets | None = None  # the click rows' pointer targets (None: no clicks, or not asked for)
+    features: torch.Tensor | None = None  # (F, N, C) a frozen tower's outputs for the distinct screens
+    position_ids: torch.Tensor | None = None  # (B, T) for packed rows; None: 0, 1, 2, ...
 
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.pixel_values, self.frame_order)),
-                     pointer=None if self.pointer is None else self.pointer.to(device))
+                     pointer=None if self.pointer is None else self.pointer.to(device),
+                     features=None if self.features is None else self.features.to(device),
+                     position_ids=None if self.position_ids is None else self.position_ids.to(device))
 
 
 def prompt_messages(demo: Demo, step: int, history: int) -> list[dict]:
@@ -115,12 +118,18 @@ def corpus_texts(demos: Sequence[Demo], history: int = 3) -> list[str]:
 
 
 class SampleSet:
-    """All samples of a list of demos, with their screens preprocessed once."""
+    """All samples of a list of demos, with their screens preprocessed once.
 
-    def __init__(self, demos: Sequence[Demo], tokenizer, image_processor, history: int = 3, progress: bool = True) -> None:
+    ``grid`` is the (rows, cols) token grid of one screen, for the pointer targets; None: a
+    square grid of the batch's ``tokens_per_image``."""
+
+    def __init__(self, demos: Sequence[Demo], tokenizer, image_processor, history: int = 3, progress: bool = True,
+                 grid: tuple[int, int] | None = None) -> None:
         from tqdm import tqdm
 
         self.tokenizer = tokenizer
+        self.grid = grid
+        self.features: torch.Tensor | None = None  # (screens, N, C) float16: a frozen tower's outputs
         self.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
         size = image_processor.size
         self.side = (int(size["height"]), int(size["width"]))
@@ -132,6 +141,7 @@ class SampleSet:
         self.pixels = np.zeros((n_frames, self.side[0], self.side[1], 3), dtype=np.uint8)
         self.samples: list[Sample] = []
         self.demo_offsets: list[int] = []  # demo k's screen t is pixels[demo_offsets[k] + t]
+        self.sample_demo: list[int] = []  # sample i is a step of demo sample_demo[i]
         eos = tokenizer.eos_token_id
         offset = 0
         for demo in tqdm(demos, desc="samples", unit="demo", disable=not progress):
@@ -147,7 +157,8 @@ class SampleSet:
                 click, box = click_and_box(answers[t], demo.elements[t] if demo.elements else None)
                 height, width = demo.frames[t].shape[:2]
                 self.samples.append(Sample(prompt, target, [offset + i for i in range(first, t + 1)], demo.task,
-                                           _primitive(answers[t]), click, box, (int(width), int(height))))
+                                           action_primitive(answers[t]), click, box, (int(width), int(height))))
+                self.sample_demo.append(len(self.demo_offsets) - 1)
             offset += len(demo)
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
@@ -169,31 +180,109 @@ class SampleSet:
                 raise RuntimeError(f"sample has {n_images} image placeholders for {len(s.frames)} screens")
             order.extend(where[f] for f in s.frames)
             rows.append((self.expand_images(s.prompt_ids, tokens_per_image), s.target_ids))
-        batch = _padded_batch(rows, self.tokenizer.pad_token_id, self.screens(frames), torch.tensor(order, dtype=torch.long))
+        batch = self.padded_batch(rows, frames, order)
         batch.pointer = self.pointer_targets(samples, [p for p, _ in rows], tokens_per_image)
         return batch
 
-    def pointer_targets(self, samples: Sequence[Sample], prompts: Sequence[Sequence[int]],
-                        tokens_per_image: int) -> PointerTargets | None:
-        """The pointer targets of the click samples among ``samples`` (their expanded prompts
-        ``prompts``); None when there is no click."""
-        from catp_agent.agent.pointer import pointer_targets
+    def packed_batch(self, indices: Sequence[int], tokens_per_image: int) -> Batch:
+        """Samples ``indices`` with one row per demo (:func:`pack_rows`): the steps of an episode
+        share their prompts' common parts (the earlier screens and actions, each screen's image
+        tokens once), and each step computes exactly what its own row would. Steps of one demo
+        pack well when the history window reaches back to the episode's start."""
+        by_demo: dict[int, list[int]] = {}
+        for i in sorted(indices):  # step order: a step shares most with the one before it
+            by_demo.setdefault(self.sample_demo[i], []).append(i)
+        rows = [[(self.samples[i].prompt_ids, self.samples[i].frames, self.samples[i].target_ids) for i in group]
+                for group in by_demo.values()]
+        return self.packed(rows, [self.samples[i] for group in by_demo.values() for i in group], tokens_per_image)
 
+    def packed(self, rows: Sequence[Sequence[tuple[list[int], list[int], list[int]]]], samples: Sequence[Sample],
+               tokens_per_image: int) -> Batch:
+        """A batch of packed rows: each row a list of (prompt ids with one image placeholder per
+        screen, those screens' indices, answer ids); ``samples`` (one per sequence, row by row)
+        give the pointer targets."""
+        packed = []
+        for seqs in rows:
+            keyed = []
+            for prompt, frames, answer in seqs:
+                shots = iter(frames)
+                keys = [k for t in prompt for k in ([(t, next(shots))] * tokens_per_image if t == self.image_token_id else [(t, -1)])]
+                keyed.append((keys + [(t, -1) for t in answer], len(keys)))
+            # A sequence sharing less than a third of itself with the row so far starts a new row: a
+            # long episode's late windows share little, and attention grows with the row's square.
+            current: list = []
+            for seq in keyed:
+                if current and max(shared_prefix(seq[0], other[0]) for other in current) < len(seq[0]) / 3:
+                    packed.append(pack_rows(current))
+                    current = []
+                current.append(seq)
+            packed.append(pack_rows(current))
+        width = max(len(p.keys) for p in packed)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(packed), width), pad, dtype=torch.long)
+        labels = torch.full((len(packed), width), -100, dtype=torch.long)
+        position_ids = torch.zeros((len(packed), width), dtype=torch.long)
+        mask = torch.full((len(packed), 1, width, width), torch.finfo(torch.float32).min)
+        frames: list[int] = []
+        order: list[int] = []
+        places: list[tuple[int, int, int]] = []
+        for r, p in enumerate(packed):
+            n = len(p.keys)
+            input_ids[r, :n] = torch.tensor([t for t, _ in p.keys])
+            position_ids[r, :n] = torch.tensor(p.positions)
+            labels[r, :n] = torch.tensor(p.labels)
+            allowed = torch.zeros((width, width), dtype=torch.bool)
+            allowed[:n, :n] = p.allowed
+            allowed[n:, n:] = torch.ones((width - n, width - n), dtype=torch.bool).tril()  # padding sees itself
+            mask[r, 0].masked_fill_(allowed, 0.0)
+            for k, (t, f) in enumerate(p.keys):  # one entry per image run, in row order
+                if t == self.image_token_id and (k == 0 or p.keys[k - 1] != (t, f)):
+                    if f not in frames:
+                        frames.append(f)
+                    order.append(frames.index(f))
+            places += [(r, q, key) for q, key in zip(p.query_pos, p.last_image_start)]
+        batch = self.padded_batch([([pad], [])], frames, order)
+        batch.input_ids, batch.attention_mask, batch.labels, batch.position_ids = input_ids, mask, labels, position_ids
+        batch.pointer = self.pointer_targets(samples, None, tokens_per_image, places)
+        return batch
+
+    def grid_of(self, tokens_per_image: int) -> tuple[int, int]:
+        """The (rows, cols) token grid of a screen: :attr:`grid`, else the square one."""
+        if self.grid is not None:
+            if self.grid[0] * self.grid[1] != tokens_per_image:
+                raise ValueError(f"the sample set's grid {self.grid} does not hold {tokens_per_image} tokens per image")
+            return self.grid
         side = int(round(tokens_per_image ** 0.5))
         if side * side != tokens_per_image:
-            raise ValueError(f"pointer targets need a square token grid, got {tokens_per_image} tokens per image")
-        picked = [(i, s, p) for i, (s, p) in enumerate(zip(samples, prompts)) if s.click is not None]
+            raise ValueError(f"{tokens_per_image} tokens per image make no square grid; give the SampleSet its grid")
+        return side, side
+
+    def pointer_targets(self, samples: Sequence[Sample], prompts: Sequence[Sequence[int]] | None,
+                        tokens_per_image: int, places: Sequence[tuple[int, int, int]] | None = None
+                        ) -> PointerTargets | None:
+        """The pointer targets of the click samples among ``samples``: sample i is batch row i,
+        its expanded prompt ``prompts[i]``; or, for packed rows, ``places[i]`` gives (row, the
+        position of its prompt's last token, where its current screen's image tokens start).
+        None when there is no click."""
+        from catp_agent.agent.pointer import pointer_targets
+
+        grid = self.grid_of(tokens_per_image)
+        if places is None:
+            places = []
+            for i, p in enumerate(prompts):
+                last_image = max(k for k, tok in enumerate(p) if tok == self.image_token_id)
+                places.append((i, len(p) - 1, last_image - tokens_per_image + 1))
+        picked = [(s, place) for s, place in zip(samples, places, strict=True) if s.click is not None]
         if not picked:
             return None
         cols = {f.name: [] for f in PointerTargets.__dataclass_fields__.values()}
-        for i, s, p in picked:
-            right, own, offset = pointer_targets(s.click, s.box, (side, side), s.screen)
+        for s, (row, query_pos, key_start) in picked:
+            right, own, offset = pointer_targets(s.click, s.box, grid, s.screen)
             mask = torch.zeros(tokens_per_image, dtype=torch.bool)
             mask[right] = True
-            last_image = max(k for k, tok in enumerate(p) if tok == self.image_token_id)
-            cols["rows"].append(i)
-            cols["query_pos"].append(len(p) - 1)
-            cols["key_start"].append(last_image - tokens_per_image + 1)
+            cols["rows"].append(row)
+            cols["query_pos"].append(query_pos)
+            cols["key_start"].append(key_start)
             cols["right"].append(mask)
             cols["own"].append(own)
             cols["offset"].append(offset)
@@ -202,7 +291,8 @@ class SampleSet:
         return PointerTargets(
             rows=torch.tensor(cols["rows"]), query_pos=torch.tensor(cols["query_pos"]), key_start=torch.tensor(cols["key_start"]),
             right=torch.stack(cols["right"]), own=torch.tensor(cols["own"]), offset=torch.tensor(cols["offset"], dtype=torch.float32),
-            box=torch.tensor(cols["box"], dtype=torch.float32), screen=torch.tensor(cols["screen"], dtype=torch.float32))
+            box=torch.tensor(cols["box"], dtype=torch.float32), screen=torch.tensor(cols["screen"], dtype=torch.float32),
+            grid=torch.tensor([grid] * len(picked), dtype=torch.long))
 
     def expand_images(self, prompt_ids: Sequence[int], tokens_per_image: int) -> list[int]:
         """``prompt_ids`` with each image placeholder repeated ``tokens_per_image`` times."""
@@ -216,8 +306,33 @@ class SampleSet:
         pix = torch.from_numpy(self.pixels[list(frames)]).permute(0, 3, 1, 2).float() * self.rescale
         return (pix - self.mean) / self.std
 
+    def cache_features(self, encode, batch: int = 16, progress: bool = True) -> None:
+        """Encode every screen once with ``encode`` (normalised pixel_values (F, 3, H, W) -> a
+        frozen tower's outputs (F, N, C), e.g. :func:`catp_agent.harness.training.reading.tower_encoder`)
+        and keep them (float16); batches then carry them instead of pixels."""
+        from tqdm import tqdm
 
-def _padded_batch(rows: list[tuple[list[int], list[int]]], pad: int, pixel_values: torch.Tensor,
+        chunks = []
+        with torch.no_grad():
+            for start in tqdm(range(0, len(self.pixels), batch), desc="tower features", unit="batch", disable=not progress):
+                out = encode(self.screens(range(start, min(len(self.pixels), start + batch)))).float()
+                if not torch.isfinite(out).all() or out.abs().max() > 6e4:
+                    raise ValueError("the tower's outputs do not fit float16 (non-finite or above 6e4); cannot cache them")
+                chunks.append(out.half())
+        self.features = torch.cat(chunks) if chunks else None
+
+    def padded_batch(self, rows: list[tuple[list[int], list[int]]], frames: Sequence[int], order: Sequence[int]) -> Batch:
+        """``rows`` (prompt ids, answer ids) with the distinct screens ``frames`` (pixels, or the
+        cached features) in the order ``order`` (indices into ``frames``)."""
+        order_t = torch.tensor(list(order), dtype=torch.long)
+        if self.features is None:
+            return pad_rows(rows, self.tokenizer.pad_token_id, self.screens(frames), order_t)
+        batch = pad_rows(rows, self.tokenizer.pad_token_id, torch.zeros((0, 3, *self.side)), order_t)
+        batch.features = self.features[list(frames)].float()
+        return batch
+
+
+def pad_rows(rows: list[tuple[list[int], list[int]]], pad: int, pixel_values: torch.Tensor,
                   frame_order: torch.Tensor) -> Batch:
     """(prompt ids, answer ids) rows, right padded; only the answers are labelled."""
     width = max(len(p) + len(t) for p, t in rows)
@@ -231,7 +346,7 @@ def _padded_batch(rows: list[tuple[list[int], list[int]]], pad: int, pixel_value
     return Batch(input_ids, attention, labels, pixel_values, frame_order)
 
 
-def _primitive(action: str) -> str:
+def action_primitive(action: str) -> str:
     return action.split("(", 1)[0].strip()
 
 
@@ -255,177 +370,3 @@ def click_and_box(action: str, elements: Sequence[dict] | None
         if bx <= x <= bx + bw and by <= y <= by + bh and (best is None or bw * bh < best[2] * best[3]):
             best = (bx, by, bw, bh)
     return (x, y), best
-
-
-def typed_values(demo: Demo) -> list[str]:
-    """The distinct strings ``demo`` types in its answers (:attr:`Demo.targets`: the labels where
-    it has them, else the executed actions), in order."""
-    from envs.actions import parse_action
-
-    values: list[str] = []
-    for action in demo.targets:
-        if _primitive(action) == "type":
-            text = str(parse_action(action).args[0])
-            if text and text not in values:
-                values.append(text)
-    return values
-
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def _random_value(rng: np.random.Generator, like: str) -> str:
-    """A random string shaped a little like ``like`` (an e-mail stays an e-mail)."""
-
-    def word(lo: int, hi: int) -> str:
-        w = "".join(rng.choice(list(_LETTERS + "0123456789" if rng.random() < 0.3 else _LETTERS), int(rng.integers(lo, hi + 1))))
-        return w.capitalize() if rng.random() < 0.4 else w
-
-    if "@" in like:
-        return f"{word(3, 7).lower()}.{word(3, 8).lower()}@{word(4, 8).lower()}.org"
-    return " ".join(word(2, 9) for _ in range(int(rng.integers(1, 4))))
-
-
-class CopySet:
-    """Text-only ``type`` steps of ``demos`` with their typed values swapped (see the module doc).
-
-    ``batch(n, rng)`` draws ``n`` of them; each typed value is replaced, everywhere in the
-    prompt and the answer, by a value another demo of the same task typed (half the time) or by
-    a random string. The prompt is the agent's, rendered by the chat template, with the image
-    placeholders removed.
-
-    With a labelled demo (DAgger) the steps are those whose *label* types, answered by the label,
-    and the swapped values are the ones the labels type, as in :class:`SampleSet`: the answer is
-    always what the model is trained to say. A value that only the executed actions typed (a
-    model's wrong text, shown in the history) is left as it is, and never enters the pool of
-    values to swap in."""
-
-    def __init__(self, demos: Sequence[Demo], tokenizer, history: int = 3, side: tuple[int, int] = (1, 1)) -> None:
-        self.tokenizer = tokenizer
-        self.side = side
-        self.steps: list[tuple[str, str, str, list[str]]] = []  # (task, prompt text, answer text, typed values)
-        self.pool: dict[tuple[str, bool], list[str]] = {}
-        for demo in demos:
-            values = typed_values(demo)
-            for v in values:
-                self.pool.setdefault((demo.task, "@" in v), []).append(v)
-            for t, action in enumerate(demo.targets):
-                if _primitive(action) == "type":
-                    text = tokenizer.apply_chat_template(prompt_messages(demo, t, history), add_generation_prompt=True, tokenize=False)
-                    self.steps.append((demo.task, text.replace("<image>", ""), target_text(action), values))
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def swapped(self, index: int, rng: np.random.Generator) -> tuple[str, str]:
-        """(prompt, answer) of step ``index`` with its typed values swapped."""
-        task, prompt, answer, values = self.steps[index]
-        used = set(values)
-        marks = {}
-        for k, value in enumerate(values):
-            pool = self.pool.get((task, "@" in value), [])
-            choices = [p for p in pool if p not in used]
-            new = choices[int(rng.integers(len(choices)))] if choices and rng.random() < 0.5 else _random_value(rng, value)
-            used.add(new)
-            marks[value] = (f"\x00{k}\x00", new)
-        # Two passes through placeholders, so one swap never rewrites another's result.
-        for value, (mark, _) in sorted(marks.items(), key=lambda kv: -len(kv[0])):
-            prompt, answer = prompt.replace(value, mark), answer.replace(value, mark)
-        for mark, new in marks.values():
-            prompt, answer = prompt.replace(mark, new), answer.replace(mark, new)
-        return prompt, answer
-
-    def _rows(self, pairs) -> Batch:
-        eos = self.tokenizer.eos_token_id
-        rows = [(self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                 self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos]) for prompt, answer in pairs]
-        no_screens = torch.zeros((0, 3, *self.side))
-        return _padded_batch(rows, self.tokenizer.pad_token_id, no_screens, torch.zeros(0, dtype=torch.long))
-
-    def batch(self, n: int, rng: np.random.Generator) -> Batch:
-        """``n`` steps drawn with replacement, values swapped."""
-        return self._rows([self.swapped(int(i), rng) for i in rng.integers(len(self.steps), size=n)])
-
-    def original(self, indices: Sequence[int]) -> Batch:
-        """Steps ``indices`` as the demos had them (nothing swapped): for validation."""
-        return self._rows([self.steps[i][1:3] for i in indices])
-
-
-def ground_targets(elements: Sequence[dict], round_to: int = 10, max_text: int = 40) -> list[tuple[str, str]]:
-    """(instruction, action) grounding pairs for one screen's elements: ``Click "<text>".`` and
-    a click at the element's centre (rounded like the demos' clicks), for every element whose
-    text is short and unique on the screen (an ambiguous text has no single right answer).
-    Checkboxes and radios are left out: their text is their form value, not what is shown."""
-    from catp_agent.harness.training.demos import round_action
-    from envs.actions import click
-
-    texts = [" ".join(str(e.get("text", "")).split()) for e in elements]
-    counts: dict[str, int] = {}
-    for text in texts:
-        counts[text] = counts.get(text, 0) + 1
-    pairs = []
-    for text, e in zip(texts, elements):
-        if not text or len(text) > max_text or counts[text] > 1 or e.get("role") in ("checkbox", "radio") or '"' in text:
-            continue
-        x, y, w, h = e["bbox"]
-        pairs.append((f'Click "{text}".', round_action(click(round(x + w / 2), round(y + h / 2)), round_to)))
-    return pairs
-
-
-class GroundSet:
-    """Grounding practice on the screens of a :class:`SampleSet` (see the module doc).
-
-    ``batch(n, rng, tokens_per_image)`` draws ``n`` (screen, element) pairs: screens uniformly,
-    then a few of each one's elements; the prompt is the agent's own with no history. Demos
-    without stored elements (collected by an older version) contribute nothing."""
-
-    def __init__(self, samples: SampleSet, demos: Sequence[Demo], round_to: int = 10) -> None:
-        if len(demos) != len(samples.demo_offsets):
-            raise ValueError(f"GroundSet needs the demos the SampleSet was built from: {len(demos)} demos, "
-                             f"{len(samples.demo_offsets)} in the SampleSet")
-        self.samples = samples
-        self.screens: list[tuple[int, list[tuple[str, str]]]] = []  # (index into samples.pixels, pairs)
-        for demo, offset in zip(demos, samples.demo_offsets):
-            for t, elements in enumerate(demo.elements or []):
-                pairs = ground_targets(elements, round_to)
-                if pairs:
-                    self.screens.append((offset + t, pairs))
-        self._prompts: dict[str, list[int]] = {}
-
-    def __len__(self) -> int:
-        return sum(len(pairs) for _, pairs in self.screens)
-
-    def _prompt_ids(self, instruction: str) -> list[int]:
-        if instruction not in self._prompts:
-            tok = self.samples.tokenizer
-            messages = build_messages([Screenshot(0, np.zeros((1, 1, 3), np.uint8), None)], instruction)
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            self._prompts[instruction] = tok(text, add_special_tokens=False)["input_ids"]
-        return self._prompts[instruction]
-
-    def _rows(self, picks: Sequence[tuple[int, str, str]], tokens_per_image: int) -> Batch:
-        tok = self.samples.tokenizer
-        frames = sorted({f for f, _, _ in picks})
-        where = {f: k for k, f in enumerate(frames)}
-        rows = [(self.samples.expand_images(self._prompt_ids(instruction), tokens_per_image),
-                 tok(target_text(action), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
-                for _, instruction, action in picks]
-        return _padded_batch(rows, tok.pad_token_id, self.samples.screens(frames),
-                             torch.tensor([where[f] for f, _, _ in picks], dtype=torch.long))
-
-    def batch(self, n: int, rng: np.random.Generator, tokens_per_image: int, per_screen: int = 4) -> Batch:
-        """``n`` pairs: screens drawn with replacement, up to ``per_screen`` distinct pairs from
-        each (a batch encodes each screen once, so fewer screens make a cheaper step)."""
-        picks: list[tuple[int, str, str]] = []
-        while len(picks) < n:
-            frame, pairs = self.screens[int(rng.integers(len(self.screens)))]
-            k = min(per_screen, len(pairs), n - len(picks))
-            picks += [(frame, *pairs[int(j)]) for j in rng.choice(len(pairs), size=k, replace=False)]
-        return self._rows(picks, tokens_per_image)
-
-    def fixed(self, n: int, tokens_per_image: int) -> list[Batch]:
-        """One fixed pair from each of up to ``n`` screens spread evenly over the set, in batches
-        of 32: for validation."""
-        step = max(1, len(self.screens) // max(1, n))
-        picks = [(f, *pairs[(7 * k) % len(pairs)]) for k, (f, pairs) in enumerate(self.screens[::step][:n])]
-        return [self._rows(picks[i:i + 32], tokens_per_image) for i in range(0, len(picks), 32)]

@@ -30,9 +30,12 @@ import torch
 import torch.nn.functional as F
 
 import envs
-from catp_agent.harness.training.data import Batch, CopySet, GroundSet, SampleSet, corpus_texts
+from catp_agent.harness.training.data import Batch, SampleSet, corpus_texts
+from catp_agent.harness.training.practice import CopySet, GroundSet
 from catp_agent.harness.training.demos import collect_demos, load_demos
-from catp_agent.harness.training.model import ModelSize, build_bpe_tokenizer, build_image_processor, build_model
+from catp_agent.harness.training.model import (ModelSize, build_bpe_tokenizer, build_image_processor, build_model,
+                                               build_reading_image_processor, build_reading_model)
+from catp_agent.harness.training.reading import freeze_tower, reading_grid, tower_encoder
 
 __all__ = ["BUNDLED_TASKS", "TrainConfig", "train"]
 
@@ -73,6 +76,8 @@ class TrainConfig:
     pointer_weight: float = 0.0  # > 0: train a pointer head (catp_agent.agent.pointer) with this loss weight
     pointer_dim: int = 128
     init_from: str = ""  # a model folder to start from (its weights and tokenizer) instead of fresh weights
+    tower: str = ""  # a reading tower folder (grounding_probe.py pretrain/keep): the reading model, its tower frozen
+    pack_episodes: bool = False  # behaviour cloning by whole episodes, each packed in one row (SampleSet.packed_batch)
     extra_demo_dirs: tuple[str, ...] = ()  # more demo folders (e.g. DAgger rounds, with labels): training split only
     sincos_init: bool = False  # fresh weights: patch positions and coordinate tokens start as sine-cosine codes
     seed: int = 0
@@ -101,6 +106,11 @@ class TrainConfig:
                              f"{self.ground_batch}, {self.ground_weight}, {self.ground_warmup_steps}, {self.ground_warmup_batch}")
         if self.init_from and self.sincos_init:
             raise ValueError("sincos_init sets fresh weights; it cannot be combined with init_from (pick one)")
+        if self.tower and self.sincos_init:
+            raise ValueError("sincos_init is for the CLIP model's patch positions; the reading model (tower) has none")
+        if self.tower and not (Path(self.tower) / "config.json").is_file():
+            raise ValueError(f"tower must be a saved reading tower folder with a config.json, got {self.tower!r} "
+                             "(the kept one: catp_agent/assets/reading_tower)")
         if self.init_from and not (Path(self.init_from) / "config.json").is_file():
             raise ValueError(f"init_from must be a model folder with a config.json, got {self.init_from!r}")
         if self.pointer_weight < 0 or self.pointer_dim < 1:
@@ -132,12 +142,18 @@ def answer_logits(model, batch: Batch, extra: dict | None = None) -> tuple[torch
     last hidden states (B, T, d).
 
     The screens are encoded once per batch; their features replace the image tokens' embeddings,
-    which is what the model's own forward does with ``pixel_values``.
+    which is what the model's own forward does with ``pixel_values``. A batch that carries a
+    frozen tower's outputs (``batch.features``) goes through the projector only.
     """
     cfg = model.config
     batch = batch.to(model.device)
     embeds = model.get_input_embeddings()(batch.input_ids)
-    if batch.pixel_values.shape[0]:  # a text-only batch (copy practice) has no screens
+    if batch.features is not None:
+        feats = model.model.multi_modal_projector(batch.features)
+        feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
+        mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
+        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+    elif batch.pixel_values.shape[0]:  # a text-only batch (copy practice) has no screens
         feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
                                                vision_feature_select_strategy=cfg.vision_feature_select_strategy)
         feats = getattr(feats, "pooler_output", feats)
@@ -145,7 +161,8 @@ def answer_logits(model, batch: Batch, extra: dict | None = None) -> tuple[torch
         feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
         mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
         embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                        position_ids=batch.position_ids).last_hidden_state
     if extra is not None:
         extra["hidden"] = hidden
     # Position t predicts token t+1: score only the answer tokens.
@@ -182,10 +199,10 @@ def pointer_forward(pointer, hidden: torch.Tensor, targets) -> dict:
     logits, offsets = pointer(query, keys)
     loss, hit = pointer_loss(logits, offsets, targets.right, targets.own, targets.offset)
     best = logits.argmax(-1)
-    side = int(round(n ** 0.5))
+    rows, cols = targets.grid[:, 0], targets.grid[:, 1]
     off = offsets[torch.arange(len(best), device=best.device), best]
-    x = ((best % side).float() + off[:, 0]) * targets.screen[:, 0] / side
-    y = ((best // side).float() + off[:, 1]) * targets.screen[:, 1] / side
+    x = ((best % cols).float() + off[:, 0]) * targets.screen[:, 0] / cols
+    y = ((best // cols).float() + off[:, 1]) * targets.screen[:, 1] / rows
     bx, by, bw, bh = targets.box.unbind(-1)
     has_box = bw >= 0
     inside = (x >= bx) & (x <= bx + bw) & (y >= by) & (y <= by + bh)
@@ -310,21 +327,31 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     extra_d = _extra_demos(cfg, log) if cfg.extra_demo_dirs else []
     train_d += extra_d
 
-    image_processor = build_image_processor(cfg.size)
+    image_processor = build_reading_image_processor() if cfg.tower else build_image_processor(cfg.size)
     if cfg.init_from:
         from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
         tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
         model = LlavaForConditionalGeneration.from_pretrained(cfg.init_from).to(cfg.device)
-        if model.config.vision_config.image_size != cfg.size.image_size or model.config.image_seq_length != cfg.size.image_tokens:
+        if cfg.tower and model.config.vision_config.model_type != "focalnet":
+            raise ValueError(f"{cfg.init_from} is not a reading model (its tower is {model.config.vision_config.model_type}); "
+                             "drop --tower or start from a model trained with it")
+        if not cfg.tower and (model.config.vision_config.image_size != cfg.size.image_size
+                              or model.config.image_seq_length != cfg.size.image_tokens):
             raise ValueError(f"{cfg.init_from} takes {model.config.vision_config.image_size} px screens with "
                              f"{model.config.image_seq_length} tokens, but this run prepares {cfg.size.image_size} px screens with "
                              f"{cfg.size.image_tokens} tokens; pass the model's --image-size and --patch-size")
         log(f"starting from the weights and tokenizer in {cfg.init_from}")
     else:
         tokenizer = build_bpe_tokenizer(corpus_texts(train_d, cfg.history), cfg.size.vocab_size)
-        model = build_model(tokenizer, cfg.size, seed=cfg.seed, structured_init=cfg.sincos_init).to(cfg.device)
+        if cfg.tower:
+            model = build_reading_model(tokenizer, cfg.tower, cfg.size, seed=cfg.seed).to(cfg.device)
+        else:
+            model = build_model(tokenizer, cfg.size, seed=cfg.seed, structured_init=cfg.sincos_init).to(cfg.device)
     model.train()
+    if cfg.tower:
+        log(f"reading model: tower {cfg.tower}, {freeze_tower(model) / 1e6:.2f} M tower parameters frozen "
+            "(each screen encoded once for the run)")
     pointer = None
     if cfg.pointer_weight:
         from catp_agent.agent.pointer import PointerConfig, PointerHead, load_pointer_head
@@ -336,10 +363,15 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         else:
             log(f"continuing the pointer head saved in {cfg.init_from}")
         pointer = pointer.to(cfg.device).train()
-    n_tok = cfg.size.image_tokens
-    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
-    train_set = SampleSet(train_d, tokenizer, image_processor, cfg.history, progress)
-    val_set = SampleSet(val_d, tokenizer, image_processor, cfg.history, progress=False)
+    n_tok = int(model.config.image_seq_length)
+    grid = reading_grid(model, image_processor)
+    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}, "
+        f"{grid[0]}x{grid[1]} tokens per screen")
+    train_set = SampleSet(train_d, tokenizer, image_processor, cfg.history, progress, grid=grid)
+    val_set = SampleSet(val_d, tokenizer, image_processor, cfg.history, progress=False, grid=grid)
+    if cfg.tower:
+        train_set.cache_features(tower_encoder(model), progress=progress)
+        val_set.cache_features(tower_encoder(model), progress=False)
     copy_set = CopySet(train_d, tokenizer, cfg.history, train_set.side)
     val_copy = CopySet(val_d, tokenizer, cfg.history, train_set.side)
     ground_set = GroundSet(train_set, train_d) if cfg.ground_batch or cfg.ground_warmup_steps else None
@@ -352,13 +384,18 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"samples: {len(train_set)} train ({n_train_episodes} episodes), {len(val_set)} validation ({n_val_episodes} episodes)")
     del demos, train_d, val_d, extra_d  # the full-size screenshots (GBs); the sample sets keep resized copies
 
-    steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+    episodes = [[] for _ in train_set.demo_offsets]  # sample indices of each training demo
+    for i, d in enumerate(train_set.sample_demo):
+        episodes[d].append(i)
+    per_step = max(1, round(cfg.batch_size * len(episodes) / max(1, len(train_set))))  # episodes per packed step
+    steps_per_epoch = max(1, (len(episodes) // per_step) if cfg.pack_episodes else len(train_set) // cfg.batch_size)
     warm_copy = cfg.copy_warmup_steps if len(copy_set) else 0  # phase 1: text-only copy practice
     warm = warm_copy + (cfg.ground_warmup_steps if ground_set is not None else 0)  # phase 2: grounding practice
     bc_total = max(1, int(round(cfg.epochs * steps_per_epoch)))  # phase 3: behaviour cloning
     total = warm + bc_total
     decay, no_decay = [], []
     named = list(model.named_parameters()) + ([] if pointer is None else [(f"pointer.{n}", p) for n, p in pointer.named_parameters()])
+    named = [(name, p) for name, p in named if p.requires_grad]  # a frozen tower is not trained
     for name, p in named:
         (no_decay if p.ndim < 2 or "norm" in name or "embedding" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -370,7 +407,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     if state_path.exists():
         state = torch.load(state_path, weights_only=False, map_location=cfg.device)
         ignore = ("device", "workers", "time_budget_s")  # how the run goes, not what it computes
-        saved = {"extra_demo_dirs": [], **state["config"]}  # a state written before the key existed: its default
+        saved = {"extra_demo_dirs": [], "tower": "", "pack_episodes": False, **state["config"]}  # a state written before a key existed: its default
         if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in cfg.to_dict().items() if k not in ignore}:
             raise RuntimeError(f"{state_path} was written by a different configuration; delete it or use another --out")
         model.load_state_dict(state["model"])
@@ -393,7 +430,13 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         os.replace(tmp, state_path)
 
     def order_for(epoch: int) -> np.ndarray:
-        return np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
+        return np.random.default_rng([cfg.seed, epoch]).permutation(len(episodes) if cfg.pack_episodes else len(train_set))
+
+    def bc_batch(epoch: int, pos: int) -> Batch:
+        if cfg.pack_episodes:  # whole episodes, about batch_size steps, each episode one packed row
+            chosen = order_for(epoch)[pos * per_step:(pos + 1) * per_step]
+            return train_set.packed_batch([i for d in chosen.tolist() for i in episodes[d]], n_tok)
+        return train_set.batch(order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].tolist(), n_tok)
 
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not progress)
     metrics: dict = {}
@@ -408,15 +451,19 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 loss, correct, rows = forward_loss(model, copy_set.batch(cfg.copy_warmup_batch, np.random.default_rng([cfg.seed, 1, step])))
                 total_loss = loss
             else:
-                if step < warm:  # grounding practice
+                if step < warm:  # grounding practice (the pointer head too, when there is one)
                     lr = cfg.lr * min(1.0, (step - warm_copy + 1) / cfg.warmup_steps)
-                    loss, correct, rows = forward_loss(model, ground_set.batch(cfg.ground_warmup_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
+                    extra = {}
+                    loss, correct, rows = forward_loss(model, ground_set.packed_batch(cfg.ground_warmup_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok),
+                                                       pointer, extra)
+                    if "pointer_loss" in extra:
+                        pointer_loss_value = extra["pointer_loss"]
+                        pointer_hits = extra["pointer_hit"]
                 else:  # behaviour cloning
                     epoch, pos = divmod(step - warm, steps_per_epoch)
-                    idx = order_for(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
                     lr = _lr_at(cfg, step - warm, bc_total)
                     extra: dict = {}
-                    loss, correct, rows = forward_loss(model, train_set.batch(idx.tolist(), n_tok), pointer, extra)
+                    loss, correct, rows = forward_loss(model, bc_batch(epoch, pos), pointer, extra)
                     if "pointer_loss" in extra:
                         pointer_loss_value = extra["pointer_loss"]
                         pointer_hits = extra["pointer_hit"]
@@ -428,7 +475,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                     copy_loss, _, _ = forward_loss(model, copy_set.batch(cfg.copy_batch, np.random.default_rng([cfg.seed, 1, step])))
                     total_loss = total_loss + cfg.copy_weight * copy_loss
                 if step >= warm and ground_set is not None and cfg.ground_batch and cfg.ground_weight:
-                    ground_loss, _, _ = forward_loss(model, ground_set.batch(cfg.ground_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
+                    ground_loss, _, _ = forward_loss(model, ground_set.packed_batch(cfg.ground_batch, np.random.default_rng([cfg.seed, 2, step]), n_tok))
                     total_loss = total_loss + cfg.ground_weight * ground_loss
             for group in opt.param_groups:
                 group["lr"] = lr

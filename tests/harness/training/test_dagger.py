@@ -12,7 +12,8 @@ import pytest
 
 from catp_agent.agent.history import HistoryWindow
 from catp_agent.harness.training.dagger import REPORT_FILE, _DaggerDriver, _play, collect_dagger, same_effect
-from catp_agent.harness.training.data import CopySet, SampleSet, corpus_texts, typed_values
+from catp_agent.harness.training.data import SampleSet, corpus_texts
+from catp_agent.harness.training.practice import CopySet, typed_values
 from catp_agent.harness.training.demos import Demo, _save, demo_path, load_demo, load_demos, load_meta, round_action
 from catp_agent.harness.training.model import ModelSize, build_bpe_tokenizer, build_image_processor
 from catp_agent.harness.training.train import TrainConfig, _extra_demos, train

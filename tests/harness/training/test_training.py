@@ -58,7 +58,7 @@ def test_tokenizer_round_trips_and_makes_coordinates_one_token(parts):
 
 
 def test_copy_practice_swaps_typed_values_everywhere(parts):
-    from catp_agent.harness.training.data import CopySet, typed_values
+    from catp_agent.harness.training.practice import CopySet, typed_values
 
     demos, tok, _ = parts
     demos = demos + [Demo("catp/login-v0", 10099, 'Log in as "bob" then "bob pw".', demos[0].frames[:2],
@@ -88,7 +88,7 @@ def test_copy_practice_swaps_typed_values_everywhere(parts):
 
 
 def test_ground_targets_take_unique_texts_at_their_centres():
-    from catp_agent.harness.training.data import ground_targets
+    from catp_agent.harness.training.practice import ground_targets
 
     elements = [
         {"text": "Log  in", "role": "button", "bbox": [50, 100, 60, 28]},  # centre (80, 114) -> (80, 110)
@@ -108,7 +108,7 @@ def test_ground_set_batches_one_screen_per_frame_with_the_agent_prompt(parts):
     centre as the answer; each screen is encoded once per batch."""
     from catp_agent.agent.history import Screenshot
     from catp_agent.agent.prompt import build_messages
-    from catp_agent.harness.training.data import GroundSet
+    from catp_agent.harness.training.practice import GroundSet
 
     demos, tok, proc = parts
     with_elements = []
