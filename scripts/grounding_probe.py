@@ -185,7 +185,7 @@ def _whole(args: argparse.Namespace) -> int:
     from catp_agent.harness.training.reading import probe_whole_model, reading_grid
 
     torch.set_num_threads(args.threads)
-    agent = load_agent_model(args.model, device="cpu", dtype="float32")
+    agent = load_agent_model(args.model, device="cpu", dtype="fp32")
     if agent.pointer is None:
         raise SystemExit(f"{args.model} has no pointer head (pointer_head.safetensors): train it with --pointer-weight")
     grid = reading_grid(agent.model, agent.image_processor)

@@ -276,3 +276,39 @@ def test_packed_episodes_compute_what_one_row_per_step_computes():
     assert sorted(packed.pointer.own.tolist()) == sorted(plain.pointer.own.tolist())
     torch.testing.assert_close(b["pointer_xy"].sort(0).values, a["pointer_xy"].sort(0).values)
     torch.testing.assert_close(b["pointer_loss"], a["pointer_loss"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_train_with_the_reading_tower_then_probe_the_whole_model(tmp_path):
+    """`catp-agent train --tower` on a few real oracle episodes: grounding practice trains the
+    pointer, episodes are packed, the tower stays as kept; the saved model loads with its
+    pointer head on the 15x20 grid, and `grounding_probe.py whole` scores it."""
+    import importlib.util
+
+    from catp_agent.agent.model_io import load_agent_model
+    from catp_agent.harness.cli import main
+    from catp_agent.harness.training.reading import reading_grid
+
+    out, demos = tmp_path / "reading", tmp_path / "demos"
+    assert main(["train", "--tower", str(READING_TOWER), "--tasks", "catp/login-v0", "--episodes-per-task", "3",
+                 "--val-episodes", "1", "--epochs", "1", "--batch-size", "2", "--workers", "1", "--demo-dir", str(demos),
+                 "--no-progress", "--copy-warmup-steps", "1", "--copy-batch", "2", "--ground-warmup-steps", "2",
+                 "--pointer-weight", "1", "--pack-episodes", "--out", str(out)]) == 0
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in log[:4]] == ["copy", "ground", "ground", "bc"]
+    assert all("pointer_loss" in r for r in log[1:]) and "val_pointer_hit" in log[-1]
+    agent = load_agent_model(str(out), device="cpu")
+    assert agent.pointer is not None and reading_grid(agent.model, agent.image_processor) == (15, 20)
+    kept = FocalNetModel.from_pretrained(READING_TOWER, dtype=torch.float32).state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in agent.model.model.vision_tower.state_dict().items())  # frozen
+    assert "reading tower" in (out / "README.md").read_text()
+    spec = importlib.util.spec_from_file_location("grounding_probe", READING_TOWER.parents[2] / "scripts" / "grounding_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    result_path = tmp_path / "whole.json"
+    assert probe.main(["whole", "--model", str(out), "--demo-dir", str(demos), "--tasks", "catp/login-v0",
+                       "--test-seeds", "10000-10002", "--random-screens", "2", "--out", str(result_path)]) == 0
+    result = json.loads(result_path.read_text())
+    assert {"catp/login-v0", "all", "random"} <= set(result["metrics"]) and result["metrics"]["all"]["questions"] > 0
+    assert 0.0 <= result["metrics"]["all"]["pick"] <= 1.0 and result["tower"] == str(READING_TOWER)
