@@ -132,7 +132,7 @@ def test_a_hung_episode_hits_the_timeout_and_the_driver_returns(cluster, tmp_pat
     start = time.monotonic()
     report = run_eval(_fake_config((0, 1, 2)), out, env_factory=FakeEnvFactory(),
                       policy_factory=HangingPolicyFactory(), progress=False, backend="ray", episode_timeout=4)
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 180  # returns, not hangs (95 s seen with a training job beside it)
     records = {k[1]: r for k, r in _by_key(out).items()}
     assert records[1]["error"] == "episode timed out after 4 s (its worker was killed)"
     assert records[1]["success"] is False and records[1]["steps"] == 0
