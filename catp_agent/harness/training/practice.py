@@ -203,23 +203,26 @@ class GroundSet:
     def batch(self, n: int, rng: np.random.Generator, tokens_per_image: int, per_screen: int = 4) -> Batch:
         """``n`` pairs: screens drawn with replacement, up to ``per_screen`` distinct pairs from
         each (a batch encodes each screen once, so fewer screens make a cheaper step)."""
+        picks = self._draw(n, rng, per_screen)
+        return self._rows(picks, tokens_per_image)
+
+    def _draw(self, n: int, rng: np.random.Generator, per_screen: int
+              ) -> list[tuple[int, tuple[str, str, tuple], tuple[int, int]]]:
+        """``n`` (screen, (instruction, action, box), screen size) picks: screens drawn with
+        replacement, up to ``per_screen`` distinct pairs from each."""
         picks: list[tuple[int, tuple[str, str, tuple], tuple[int, int]]] = []
         while len(picks) < n:
             frame, pairs, screen = self.screens[int(rng.integers(len(self.screens)))]
             k = min(per_screen, len(pairs), n - len(picks))
             picks += [(frame, pairs[int(j)], screen) for j in rng.choice(len(pairs), size=k, replace=False)]
-        return self._rows(picks, tokens_per_image)
+        return picks
 
     def packed_batch(self, n: int, rng: np.random.Generator, tokens_per_image: int, per_screen: int = 4) -> Batch:
         """The pairs :meth:`batch` draws (same ``rng`` use), packed (:func:`pack_rows`): one row
         per screen's run of questions, the prompt's part they share (the screen's image tokens
         included) once, so each question computes exactly what its own row would, at a
         fraction of the tokens."""
-        picks: list[tuple[int, tuple[str, str, tuple], tuple[int, int]]] = []
-        while len(picks) < n:
-            frame, pairs, screen = self.screens[int(rng.integers(len(self.screens)))]
-            k = min(per_screen, len(pairs), n - len(picks))
-            picks += [(frame, pairs[int(j)], screen) for j in rng.choice(len(pairs), size=k, replace=False)]
+        picks = self._draw(n, rng, per_screen)
         tok = self.samples.tokenizer
         groups: list[list[int]] = []  # runs of picks on one screen (as drawn)
         for i, (f, _, _) in enumerate(picks):
