@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     n = int(model.config.image_seq_length)
     result["reading-cached"] = _steps(model, pointer, (lambda: data.batch(rng.choice(len(data), args.batch, replace=False).tolist(), n)
                                                        for _ in iter(int, 1)), args.steps)
-    episodes: dict[int, list[int]] = {}
-    for i, d in enumerate(data.sample_demo):
-        episodes.setdefault(d, []).append(i)
+    episodes = data.episodes()
     per = max(1, round(args.batch * len(episodes) / len(data)))
 
     def packed():

@@ -184,6 +184,13 @@ class SampleSet:
         batch.pointer = self.pointer_targets(samples, [p for p, _ in rows], tokens_per_image)
         return batch
 
+    def episodes(self) -> list[list[int]]:
+        """Per demo, the indices of its samples (its steps), in step order."""
+        out: list[list[int]] = [[] for _ in self.demo_offsets]
+        for i, d in enumerate(self.sample_demo):
+            out[d].append(i)
+        return out
+
     def packed_batch(self, indices: Sequence[int], tokens_per_image: int) -> Batch:
         """Samples ``indices`` with one row per demo (:func:`pack_rows`): the steps of an episode
         share their prompts' common parts (the earlier screens and actions, each screen's image

@@ -148,16 +148,15 @@ def answer_logits(model, batch: Batch, extra: dict | None = None) -> tuple[torch
     cfg = model.config
     batch = batch.to(model.device)
     embeds = model.get_input_embeddings()(batch.input_ids)
+    feats = None
     if batch.features is not None:
         feats = model.model.multi_modal_projector(batch.features)
-        feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
-        mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
-        embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
     elif batch.pixel_values.shape[0]:  # a text-only batch (copy practice) has no screens
         feats = model.model.get_image_features(pixel_values=batch.pixel_values, vision_feature_layer=cfg.vision_feature_layer,
                                                vision_feature_select_strategy=cfg.vision_feature_select_strategy)
         feats = getattr(feats, "pooler_output", feats)
         feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+    if feats is not None:
         feats = feats[batch.frame_order].reshape(-1, feats.shape[-1])
         mask = (batch.input_ids == cfg.image_token_index).unsqueeze(-1)
         embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
@@ -384,9 +383,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     log(f"samples: {len(train_set)} train ({n_train_episodes} episodes), {len(val_set)} validation ({n_val_episodes} episodes)")
     del demos, train_d, val_d, extra_d  # the full-size screenshots (GBs); the sample sets keep resized copies
 
-    episodes = [[] for _ in train_set.demo_offsets]  # sample indices of each training demo
-    for i, d in enumerate(train_set.sample_demo):
-        episodes[d].append(i)
+    episodes = train_set.episodes()  # sample indices of each training demo
     per_step = max(1, round(cfg.batch_size * len(episodes) / max(1, len(train_set))))  # episodes per packed step
     steps_per_epoch = max(1, (len(episodes) // per_step) if cfg.pack_episodes else len(train_set) // cfg.batch_size)
     warm_copy = cfg.copy_warmup_steps if len(copy_set) else 0  # phase 1: text-only copy practice
